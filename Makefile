@@ -1,0 +1,43 @@
+# tinker_nb developer targets. `make demo` and `make test` work as the first command on a fresh clone.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: dev demo test test-fast bench bench-full model clean
+
+dev: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	# CPU torch first (from local disk here), so the project's open range is already met.
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e ".[dev]"
+	# Debian's chromium drives the real-browser test (playwright's own browser download does not work here).
+	@if ! test -x /usr/bin/chromium; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "note: install Debian's chromium (sudo apt-get install chromium) for the browser test"; fi; \
+	fi
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m tinker_nb.demo
+
+test: $(STAMP)
+	TINKER_NB_FAST=1 $(BIN)/python -m pytest tests --nbmake notebooks
+
+test-fast: $(STAMP)
+	TINKER_NB_FAST=1 $(BIN)/python -m pytest tests -m "not browser"
+
+bench: $(STAMP)
+	$(BIN)/python -m tinker_nb.bench --quick
+
+bench-full: $(STAMP)
+	$(BIN)/python -m tinker_nb.bench --full
+
+model: $(STAMP)
+	$(BIN)/python scripts/make_tiny_llama.py
+
+clean:
+	rm -rf $(VENV) .tinker_nb reports/bench/*.json .pytest_cache
