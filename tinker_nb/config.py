@@ -74,7 +74,7 @@ class DPConfig:
     max_grad_norm: float = 1.0
     target_epsilon: float | None = None
     target_delta: float = 1e-5
-    accountant: str = "prv"
+    accountant: str = "pld"
 
     def __post_init__(self) -> None:
         if self.noise_multiplier is None and self.target_epsilon is None:

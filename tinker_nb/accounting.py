@@ -1,0 +1,224 @@
+"""Privacy accounting for Poisson-subsampled Gaussian DP-SGD (add/remove-one adjacency).
+
+Torch-free (built on Google's ``dp_accounting``), so the budget planner and the package verifier can
+recompute ε without the training stack. Three views of the same history:
+
+* ``LiveRDP``: an incremental Rényi-DP total, O(#orders) per step, for live displays. An upper bound.
+* ``epsilon(..., accountant="pld")``: the privacy-loss-distribution ε (tight; what we report).
+* ``epsilon(..., accountant="prv")``: the PRV accountant (opacus, imports torch; engine side only).
+
+Histories are run-length encoded lists of ``(noise_multiplier, sample_rate, steps)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConfigError
+
+__all__ = [
+    "History",
+    "LiveRDP",
+    "epsilon",
+    "max_steps_within",
+    "calibrate_noise_multiplier",
+    "steps_for_epochs",
+    "accountant_version",
+    "RDP_ORDERS",
+]
+
+History = Sequence[tuple[float, float, int]]
+
+RDP_ORDERS: tuple[float, ...] = tuple(
+    [1.0 + x / 10.0 for x in range(1, 100)] + list(range(11, 64)) + [128, 256, 512, 1024]
+)
+PLD_DISCRETIZATION = 1e-3
+
+
+class _QuietConvergence(logging.Filter):
+    """dp_accounting logs (via absl) each fractional RDP order it drops; those orders are simply skipped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to converge" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_QuietConvergence())
+
+
+def accountant_version() -> str:
+    """The accounting libraries' versions, for certificates."""
+    from importlib.metadata import version
+
+    return f"dp-accounting {version('dp-accounting')}"
+
+
+def _check(sigma: float, q: float, delta: float | None = None) -> None:
+    if not (isinstance(sigma, (int, float)) and sigma > 0 and math.isfinite(sigma)):
+        raise ConfigError(f"noise_multiplier must be > 0 for accounting, got {sigma!r}.")
+    if not (isinstance(q, (int, float)) and 0 < q <= 1):
+        raise ConfigError(f"sample_rate must be in (0, 1], got {q!r}; it is batch_size / dataset size.")
+    if delta is not None and not 0 < delta < 1:
+        raise ConfigError(f"delta must be in (0, 1), got {delta!r}.")
+
+
+def _event(history: History):
+    import dp_accounting as dpa
+
+    events = [
+        dpa.SelfComposedDpEvent(dpa.PoissonSampledDpEvent(q, dpa.GaussianDpEvent(sigma)), int(steps))
+        for sigma, q, steps in history
+        if steps > 0
+    ]
+    return dpa.ComposedDpEvent(events)
+
+
+@functools.lru_cache(maxsize=4096)
+def _eps_cached(history: tuple[tuple[float, float, int], ...], delta: float, accountant: str) -> float:
+    if not history or all(s == 0 for _, _, s in history):
+        return 0.0
+    if accountant == "rdp":
+        from dp_accounting.rdp import RdpAccountant
+
+        acc = RdpAccountant(list(RDP_ORDERS))
+        acc.compose(_event(history))
+        return float(acc.get_epsilon(delta))
+    if accountant == "pld":
+        from dp_accounting.pld import PLDAccountant
+
+        acc = PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
+        acc.compose(_event(history))
+        return float(acc.get_epsilon(delta))
+    if accountant == "prv":
+        from opacus.accountants import PRVAccountant  # engine side: imports torch
+
+        acc = PRVAccountant()
+        acc.history = [(float(s), float(q), int(n)) for s, q, n in history]
+        return float(acc.get_epsilon(delta))
+    raise ConfigError(f"unknown accountant {accountant!r}; use 'pld', 'prv' or 'rdp'.")
+
+
+def epsilon(history: History, *, delta: float, accountant: str = "pld") -> float:
+    """ε spent by ``history`` at ``delta`` under the given accountant (0 for an empty history)."""
+    hist = tuple((float(s), float(q), int(n)) for s, q, n in history)
+    for s, q, _ in hist:
+        _check(s, q, delta)
+    return _eps_cached(hist, float(delta), accountant)
+
+
+def steps_for_epochs(*, sample_rate: float, epochs: float) -> int:
+    """Number of Poisson steps that make ``epochs`` expected passes over the data (at least 1)."""
+    return max(1, int(math.ceil(epochs / sample_rate)))
+
+
+def max_steps_within(
+    *, noise_multiplier: float, sample_rate: float, target_epsilon: float, delta: float,
+    accountant: str = "pld", prior: History = (), limit: int = 10_000_000,
+) -> int:
+    """Largest number of further steps whose total ε stays within ``target_epsilon`` (exact search).
+
+    ε is monotone in the number of steps, so a doubling search then bisection finds the boundary with
+    O(log T) accountant calls. Used to enforce the budget without an accountant call per step.
+    """
+    _check(noise_multiplier, sample_rate, delta)
+
+    def fits(t: int) -> bool:
+        hist = list(prior) + ([(noise_multiplier, sample_rate, t)] if t else [])
+        return epsilon(hist, delta=delta, accountant=accountant) <= target_epsilon
+
+    if not fits(0):
+        return 0
+    if not fits(1):
+        return 0
+    lo, hi = 1, 2
+    while hi <= limit and fits(hi):
+        lo, hi = hi, hi * 2
+    if hi > limit:
+        return limit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def calibrate_noise_multiplier(
+    *, target_epsilon: float, delta: float, sample_rate: float, steps: int,
+    accountant: str = "pld", rel_tol: float = 0.005,
+) -> float:
+    """Smallest σ (within ``rel_tol`` in ε) such that ``steps`` Poisson steps spend at most ``target_epsilon``.
+
+    Bisection on σ: ε(σ) is decreasing. The returned σ gives ε in [target·(1-rel_tol), target].
+    """
+    _check(1.0, sample_rate, delta)
+    if not target_epsilon > 0:
+        raise ConfigError(f"target_epsilon must be > 0, got {target_epsilon!r}.")
+    if steps < 1:
+        raise ConfigError(f"steps must be >= 1 to calibrate noise, got {steps!r}.")
+
+    def eps(sigma: float) -> float:
+        return epsilon([(sigma, sample_rate, steps)], delta=delta, accountant=accountant)
+
+    lo, hi = 0.1, 1.0
+    while eps(hi) > target_epsilon:
+        lo, hi = hi, hi * 2
+        if hi > 1e4:
+            raise ConfigError("cannot reach target_epsilon with any reasonable noise; raise the target or delta.")
+    while eps(lo) <= target_epsilon:
+        hi, lo = lo, lo / 2
+        if lo < 1e-3:
+            return hi
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        e = eps(mid)
+        if e <= target_epsilon:
+            hi = mid
+            if e >= target_epsilon * (1 - rel_tol):
+                break
+        else:
+            lo = mid
+    return hi
+
+
+@dataclass
+class LiveRDP:
+    """Incremental RDP total for one (σ, q): each ``step()`` adds a precomputed vector, ε is a cheap min.
+
+    Use it for live displays (an upper bound on the tight PLD/PRV ε); report with :func:`epsilon`.
+    """
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.noise_multiplier, self.sample_rate)
+        from dp_accounting.rdp import rdp_privacy_accountant as rdp
+
+        self._orders = np.asarray(RDP_ORDERS, dtype=float)
+        self._per_step = np.asarray(
+            rdp._compute_rdp_poisson_subsampled_gaussian(self.sample_rate, self.noise_multiplier, self._orders),
+            dtype=float,
+        )
+        self._compute_epsilon = rdp.compute_epsilon
+
+    def step(self, n: int = 1) -> None:
+        self.steps += n
+
+    def epsilon(self, delta: float) -> float:
+        if self.steps == 0:
+            return 0.0
+        eps, _ = self._compute_epsilon(self._orders, self._per_step * self.steps, delta)
+        return float(eps)
+
+
+def history_steps(history: Iterable[tuple[float, float, int]]) -> int:
+    """Total number of steps in a run-length encoded history."""
+    return int(sum(n for _, _, n in history))

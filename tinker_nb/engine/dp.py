@@ -1,0 +1,113 @@
+"""DP-SGD gradient side: per-example gradients (opacus hooks), clipping, accumulation, noise.
+
+Opacus's ``GradSampleHooks`` attach in place (no wrapper), so the peft model keeps ``generate`` and
+clean state-dict keys. We clip and sum per-example gradients ourselves after every
+``forward_backward`` so that several calls accumulate into one logical step, and add Gaussian noise
+exactly once per ``optim_step``, normalised by the public expected batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import warnings
+
+import torch
+
+# Opacus's backward hooks fire on frozen-input modules; torch warns about it once per layer. Harmless here.
+warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
+
+__all__ = ["ClipStats", "GradientAccumulator"]
+
+
+@dataclass
+class ClipStats:
+    """Per-call clipping statistics (not private: derived from raw per-example gradients)."""
+
+    examples: int
+    clipped: int
+    norm_mean: float
+    norm_max: float
+
+    @property
+    def clip_fraction(self) -> float:
+        return self.clipped / self.examples if self.examples else 0.0
+
+
+class GradientAccumulator:
+    """Holds the running sum of (clipped) gradients of the trainable parameters for one logical step."""
+
+    def __init__(self, model: torch.nn.Module, *, dp: bool, max_grad_norm: float | None) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise RuntimeError("model has no trainable parameters")
+        self.dp = dp
+        self.max_grad_norm = max_grad_norm
+        self.sums = [torch.zeros_like(p, dtype=torch.float32) for p in self.params]
+        self.examples = 0
+        self.calls = 0
+        self.hooks = None
+        if dp:
+            from opacus.grad_sample import GradSampleHooks
+
+            self.hooks = GradSampleHooks(model, batch_first=True, loss_reduction="sum", strict=True)
+
+    # -- per call -------------------------------------------------------------------------------
+    def absorb(self, batch_size: int) -> ClipStats:
+        """Move this backward pass's gradients into the running sum (clipping each example under DP)."""
+        self.calls += 1
+        if self.dp:
+            stats = self._absorb_clipped(batch_size)
+        else:
+            for s, p in zip(self.sums, self.params):
+                if p.grad is not None:
+                    s.add_(p.grad.float())
+                    p.grad = None
+            stats = ClipStats(batch_size, 0, float("nan"), float("nan"))
+        self.examples += batch_size
+        return stats
+
+    def _absorb_clipped(self, batch_size: int) -> ClipStats:
+        grads = []
+        for p in self.params:
+            gs = getattr(p, "grad_sample", None)
+            if gs is None:
+                raise RuntimeError("per-example gradient missing for a trainable parameter (opacus hooks inactive)")
+            grads.append(gs)
+        norms = torch.stack([g.reshape(g.shape[0], -1).float().norm(2, dim=1) for g in grads], dim=1).norm(2, dim=1)
+        factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+        for s, g, p in zip(self.sums, grads, self.params):
+            s.add_(torch.einsum("i,i...->...", factor.to(g.dtype), g).float())
+            p.grad_sample = None
+            p.grad = None
+        clipped = int((norms > self.max_grad_norm).sum())
+        return ClipStats(batch_size, clipped, float(norms.mean()), float(norms.max()))
+
+    # -- per step -------------------------------------------------------------------------------
+    def write_grads(self, *, noise_std: float, normaliser: float, generator: torch.Generator | None) -> None:
+        """Set ``p.grad = (sum + N(0, noise_std^2)) / normaliser`` for every trainable parameter."""
+        for s, p in zip(self.sums, self.params):
+            g = s
+            if noise_std > 0:
+                noise = torch.normal(0.0, noise_std, size=s.shape, generator=generator, device=s.device)
+                g = s + noise
+            p.grad = (g / normaliser).to(p.dtype)
+
+    def reset(self) -> None:
+        for s in self.sums:
+            s.zero_()
+        for p in self.params:
+            p.grad = None
+            if hasattr(p, "grad_sample"):
+                p.grad_sample = None
+        self.examples = 0
+        self.calls = 0
+
+    def snapshot(self) -> list[torch.Tensor]:
+        return [s.clone() for s in self.sums]
+
+    def close(self) -> None:
+        """Remove the opacus hooks (notebook re-runs would otherwise stack them)."""
+        if self.hooks is not None:
+            self.hooks.cleanup()
+            self.hooks = None

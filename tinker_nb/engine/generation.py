@@ -1,0 +1,121 @@
+"""Text generation for ``sample()``: greedy or temperature/top-p/top-k sampling with stop strings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import ConfigError, DataError
+
+__all__ = ["Sample", "SampleResult", "generate"]
+
+
+@dataclass
+class Sample:
+    prompt: str
+    completion: str
+    tokens: list[int]
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (eos or a stop string) or "length"
+
+
+@dataclass
+class SampleResult:
+    samples: list[Sample] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return f"SampleResult({len(self.samples)} samples)"
+
+
+def _check(max_tokens, temperature, top_p, top_k, stop, seed) -> list[str]:
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ConfigError(f"max_tokens must be a positive integer, got {max_tokens!r}.")
+    if not isinstance(temperature, (int, float)) or temperature < 0:
+        raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}.")
+    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p!r}.")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+        raise ConfigError(f"top_k must be a non-negative integer or None (0/None = off), got {top_k!r}.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}.")
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if not all(isinstance(s, str) and s for s in stops):
+        raise ConfigError("stop must be a non-empty string or a list of non-empty strings.")
+    return stops
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], *, max_tokens: int, temperature: float, top_p: float,
+             top_k: int | None, stop, seed: int | None, num_samples: int, device: torch.device,
+             max_positions: int) -> SampleResult:
+    """Generate ``num_samples`` completions per prompt; temperature 0 is greedy and deterministic."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise DataError("prompts must be a non-empty list of strings.")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}.")
+    stops = _check(max_tokens, temperature, top_p, top_k, stop, seed)
+    eos = tokenizer.eos_token_id
+    out = SampleResult()
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+    for prompt in prompts:
+        ids = tokenizer(prompt)["input_ids"]
+        bos = getattr(tokenizer, "bos_token_id", None)
+        if bos is not None and (not ids or ids[0] != bos):
+            ids = [bos] + ids
+        if len(ids) + max_tokens > max_positions:
+            raise DataError(f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the model's "
+                            f"{max_positions} positions; shorten the prompt or lower max_tokens.")
+        for _ in range(num_samples):
+            out.samples.append(_one(model, tokenizer, prompt, ids, max_tokens, temperature, top_p, top_k,
+                                    stops, eos, gen, device))
+    return out
+
+
+def _one(model, tokenizer, prompt, ids, max_tokens, temperature, top_p, top_k, stops, eos, gen, device) -> Sample:
+    input_ids = torch.tensor([ids], device=device)
+    past = None
+    new: list[int] = []
+    finish = "length"
+    text = ""
+    cur = input_ids
+    for _ in range(max_tokens):
+        res = model(input_ids=cur, past_key_values=past, use_cache=True)
+        past = res.past_key_values
+        logits = res.logits[0, -1].float().cpu()
+        if temperature == 0:
+            nxt = int(torch.argmax(logits))
+        else:
+            logits = logits / float(temperature)
+            if top_k:
+                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            probs = torch.softmax(logits, dim=-1)
+            if top_p < 1.0:
+                sp, si = torch.sort(probs, descending=True)
+                keep = torch.cumsum(sp, 0) - sp < top_p
+                keep[0] = True
+                mask = torch.zeros_like(probs, dtype=torch.bool)
+                mask[si[keep]] = True
+                probs = probs.masked_fill(~mask, 0.0)
+                probs = probs / probs.sum()
+            nxt = int(torch.multinomial(probs, 1, generator=gen))
+        if nxt == eos:
+            finish = "stop"
+            break
+        new.append(nxt)
+        text = tokenizer.decode(new, skip_special_tokens=True)
+        hit = [text.index(s) for s in stops if s in text]
+        if hit:
+            text = text[: min(hit)]
+            finish = "stop"
+            break
+        cur = torch.tensor([[nxt]], device=device)
+    else:
+        text = tokenizer.decode(new, skip_special_tokens=True)
+    return Sample(prompt=prompt, completion=text, tokens=new, prompt_tokens=len(ids),
+                  completion_tokens=len(new), finish_reason=finish)

@@ -1,0 +1,91 @@
+"""Load a causal LM and its tokenizer, and put LoRA adapters on it (peft)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import LoRAConfig
+from ..errors import ConfigError
+
+__all__ = ["LoadedModel", "load_base_model", "add_lora", "pick_device", "resolve_model_ref"]
+
+
+def resolve_model_ref(ref: str) -> str:
+    """Map the embedded default name to its shipped folder; pass other refs through."""
+    from .assets import resolve_model_ref as _resolve
+
+    return _resolve(ref)
+
+
+def pick_device(requested: str | None) -> torch.device:
+    """CUDA when present (or asked for), else CPU."""
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(requested)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {requested!r} was requested but CUDA is not available; use device=None or 'cpu'.")
+    return dev
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    path: str
+    max_positions: int
+    vocab_size: int
+
+
+def load_base_model(model_ref: str, *, device: torch.device, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load weights and tokenizer from the embedded model, a local folder or the local HF cache.
+
+    Hub ids are resolved offline first (``local_files_only``); a clear ConfigError says what to do if
+    the model is not available locally.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path = resolve_model_ref(model_ref)
+    local_only = Path(path).is_dir() or os.environ.get("HF_HUB_OFFLINE") == "1"
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=local_only)
+    except OSError as exc:
+        raise ConfigError(
+            f"could not load model {model_ref!r}: {exc.__class__.__name__}. Give a local checkpoint folder, "
+            "a hub id already in the Hugging Face cache, or the embedded 'tinker-nb/tiny-llama'."
+        ) from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model.config.use_cache = False
+    # Trap (opacus#820): move to the device BEFORE get_peft_model, or hooks/optimizer hold stale params.
+    model.to(device)
+    max_pos = int(getattr(model.config, "max_position_embeddings", 0) or 0) or 10**9
+    vocab = int(model.get_input_embeddings().num_embeddings)
+    return LoadedModel(model=model, tokenizer=tok, path=path, max_positions=max_pos, vocab_size=vocab)
+
+
+def add_lora(model: torch.nn.Module, lora: LoRAConfig, *, seed: int) -> torch.nn.Module:
+    """Wrap ``model`` with LoRA adapters; only adapter weights are trainable. Init is seeded."""
+    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [m for m in lora.target_modules if m not in names]
+    if missing:
+        raise ConfigError(
+            f"LoRA target_modules {missing} are not in this model; available linear layers include "
+            f"{sorted(n for n in names if n.endswith('proj'))[:12]}."
+        )
+    cfg = PeftLoraConfig(
+        r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM",
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model, cfg)
+    return peft_model
