@@ -63,6 +63,8 @@ def _as_2d(name: str, value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         t = value
     else:
+        if isinstance(value, (list, tuple)) and value and all(isinstance(x, int) for x in value):
+            raise DataError(f"batch[{name!r}] is 1-D (one flat list); wrap a single example as [[...]].")
         try:
             rows = [list(r) for r in value]
         except TypeError:
