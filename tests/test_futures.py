@@ -1,0 +1,74 @@
+"""Ordered futures: submission order is execution order; unobserved failures surface on the next call."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tinker_nb.errors import BudgetExceededError, StateError
+from tinker_nb.futures import OrderedWorker
+
+
+def test_runs_in_submission_order():
+    w = OrderedWorker("t")
+    seen = []
+    futs = [w.submit("op", lambda i=i: (time.sleep(0.01 * (5 - i)), seen.append(i))) for i in range(5)]
+    for f in futs:
+        f.result()
+    assert seen == [0, 1, 2, 3, 4]
+    assert all(f.done() for f in futs)
+    w.shutdown()
+
+
+def test_unobserved_error_is_raised_by_next_call():
+    w = OrderedWorker("t")
+
+    def refuse():
+        raise BudgetExceededError("over budget")
+
+    w.submit("optim_step", refuse)
+    w.drain()
+    with pytest.raises(BudgetExceededError):
+        w.submit("forward_backward", lambda: 1)
+    # once raised, it does not repeat
+    assert w.submit("forward_backward", lambda: 2).result() == 2
+    w.shutdown()
+
+
+def test_observed_error_is_not_raised_again():
+    w = OrderedWorker("t")
+
+    def boom():
+        raise ValueError("x")
+
+    f = w.submit("op", boom)
+    with pytest.raises(ValueError):
+        f.result()
+    assert w.submit("op", lambda: 3).result() == 3
+    w.shutdown()
+
+
+def test_closed_worker_refuses():
+    w = OrderedWorker("t")
+    w.shutdown()
+    with pytest.raises(StateError, match="closed"):
+        w.submit("op", lambda: 1)
+
+
+def test_interrupt_callback():
+    calls = []
+    w = OrderedWorker("t", on_interrupt=calls.append)
+    gate = threading.Event()
+    f = w.submit("forward_backward", gate.wait)
+
+    def fake_wait(timeout=None):
+        raise KeyboardInterrupt
+
+    f._inner.result = fake_wait
+    with pytest.raises(KeyboardInterrupt):
+        f.result()
+    assert calls == ["forward_backward"]
+    gate.set()
+    w.shutdown()
