@@ -148,6 +148,9 @@ class TrainingSession:
         self.metrics_history: list[dict[str, Any]] = []
         self.closed = False
         self._t_last_step = time.perf_counter()
+        # Cumulative seconds per phase (cheap perf_counter reads; the benchmark reads them).
+        self.timings: dict[str, float] = {"forward": 0.0, "backward": 0.0, "clip_accumulate": 0.0,
+                                          "noise": 0.0, "optimizer": 0.0, "accounting": 0.0}
         self._audit("create_training_client", {"config": config.to_dict()},
                     {"model_ref": config.model_ref, "dp": dp is not None, "rank": config.lora_config.rank})
 
@@ -274,10 +277,17 @@ class TrainingSession:
                                         self.acc.examples, time.perf_counter() - t0)
         else:
             b = b.to(self.device)
+            t1 = time.perf_counter()
             logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
             seq_loss, counts = per_sequence_loss(logits, b.labels)
+            t2 = time.perf_counter()
             seq_loss.sum().backward()
+            t3 = time.perf_counter()
             stats = self.acc.absorb(b.size)
+            t4 = time.perf_counter()
+            self.timings["forward"] += t2 - t1
+            self.timings["backward"] += t3 - t2
+            self.timings["clip_accumulate"] += t4 - t3
             tokens = int(counts.sum())
             loss_sum = float(seq_loss.detach().sum())
             res = ForwardBackwardResult(
@@ -325,11 +335,16 @@ class TrainingSession:
                 g["lr"] = float(learning_rate)
         before = None if self._first_step_checked else [p.detach().clone() for p in self.acc.params]
         examples = self.acc.examples
+        t1 = time.perf_counter()
         self.acc.write_grads(noise_std=noise_std, normaliser=normaliser,
                              generator=self.noise_generator if noise_std > 0 else None)
+        t2 = time.perf_counter()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.acc.reset()
+        t3 = time.perf_counter()
+        self.timings["noise"] += t2 - t1
+        self.timings["optimizer"] += t3 - t2
         if before is not None:
             moved = any(not torch.equal(b, p.detach()) for b, p in zip(before, self.acc.params))
             if not moved:
@@ -338,6 +353,7 @@ class TrainingSession:
             self._first_step_checked = True
         self.steps += 1
         eps_live = None
+        t_acc = time.perf_counter()
         if dp is not None:
             q = self.sampler.sample_rate
             if self.history and self.history[-1][:2] == (self.sigma, q):
@@ -347,6 +363,7 @@ class TrainingSession:
                 self.history.append((self.sigma, q, 1))
             self.live.step()
             eps_live = self.live.epsilon(dp.target_delta)
+        self.timings["accounting"] += time.perf_counter() - t_acc
         now = time.perf_counter()
         dt = now - self._t_last_step
         self._t_last_step = now
