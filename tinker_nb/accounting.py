@@ -207,16 +207,23 @@ class LiveRDP:
             rdp._compute_rdp_poisson_subsampled_gaussian(self.sample_rate, self.noise_multiplier, self._orders),
             dtype=float,
         )
-        self._compute_epsilon = rdp.compute_epsilon
 
     def step(self, n: int = 1) -> None:
         self.steps += n
 
     def epsilon(self, delta: float) -> float:
+        """ε at ``delta`` from the running RDP total (vectorised form of dp_accounting.compute_epsilon)."""
         if self.steps == 0:
             return 0.0
-        eps, _ = self._compute_epsilon(self._orders, self._per_step * self.steps, delta)
-        return float(eps)
+        if getattr(self, "_delta", None) != delta:
+            a = self._orders
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self._offset = np.where(a > 1.01, np.log1p(-1 / a) - np.log(delta * a) / (a - 1), np.inf)
+            self._delta = delta
+        r = self._per_step * self.steps
+        eps = r + self._offset
+        eps = np.where((r < 0) | (delta**2 + np.expm1(-r) > 0), 0.0, eps)
+        return float(max(0.0, eps.min()))
 
 
 def history_steps(history: Iterable[tuple[float, float, int]]) -> int:

@@ -1,0 +1,1 @@
+"""tinker_nb benchmarks: the cost of privacy and security, measured side by side (`make bench`)."""
