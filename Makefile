@@ -31,10 +31,10 @@ test-fast: $(STAMP)
 	TINKER_NB_FAST=1 $(BIN)/python -m pytest tests -m "not browser"
 
 bench: $(STAMP)
-	$(BIN)/python -m tinker_nb.bench --quick
+	$(BIN)/python -m benchmarks --quick
 
 bench-full: $(STAMP)
-	$(BIN)/python -m tinker_nb.bench --full
+	$(BIN)/python -m benchmarks --full
 
 model: $(STAMP)
 	$(BIN)/python scripts/make_tiny_llama.py
