@@ -72,3 +72,24 @@ def test_interrupt_callback():
     assert calls == ["forward_backward"]
     gate.set()
     w.shutdown()
+
+
+def test_ops_queued_after_a_failure_are_skipped_and_the_failure_surfaces():
+    w = OrderedWorker("t")
+    gate = threading.Event()
+    ran = []
+
+    def refuse():
+        gate.wait()
+        raise BudgetExceededError("over budget")
+
+    w.submit("optim_step", refuse)
+    later = w.submit("forward_backward", lambda: ran.append(1))  # queued before the failure is known
+    gate.set()
+    with pytest.raises(StateError, match="skipped because an earlier optim_step failed"):
+        later.result()
+    assert ran == []
+    with pytest.raises(BudgetExceededError):
+        w.call("get_dp_metrics", lambda: 0)
+    assert w.call("get_dp_metrics", lambda: 5) == 5
+    w.shutdown()

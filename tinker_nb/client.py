@@ -223,7 +223,8 @@ class TrainingClient:
             blobs = session_to_blobs(s, include_optimizer=include_optimizer)
             meta = {"user": metadata or {}, "step": s.steps, "model_ref": self.config.model_ref,
                     "kind": "training-state", "include_optimizer": include_optimizer}
-            info = self.service.store.save(name, blobs, metadata=meta)
+            info = self.service.store.save(name, blobs, metadata=meta,
+                                           public={"step": s.steps, "kind": "training-state"})
             info = info.to_dict() if hasattr(info, "to_dict") else dict(info)
             self.service.audit("save_state", {"artifact_id": info["artifact_id"], "name": name},
                                {"artifact_id": info["artifact_id"], "step": s.steps,

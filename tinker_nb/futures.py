@@ -54,31 +54,64 @@ class OrderedWorker:
         self._lock = threading.Lock()
         self._unobserved: list[TinkerFuture] = []
         self._on_interrupt = on_interrupt
+        self._poison: tuple[str, BaseException] | None = None  # first failure nobody has looked at yet
         self.closed = False
 
     def submit(self, op: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> TinkerFuture:
         if self.closed:
             raise StateError("this training client is closed; create a new one.")
         self._raise_unobserved()
-        fut = TinkerFuture(self._pool.submit(fn, *args, **kwargs), self, op)
+
+        def run() -> Any:
+            if self._poison is not None:
+                failed_op, exc = self._poison
+                raise StateError(f"{op} was skipped because an earlier {failed_op} failed "
+                                 f"({type(exc).__name__}: {exc}); nothing was changed.") from exc
+            try:
+                return fn(*args, **kwargs)
+            except BaseException as exc:
+                with self._lock:
+                    if self._poison is None:
+                        self._poison = (op, exc)
+                raise
+
+        fut = TinkerFuture(self._pool.submit(run), self, op)
         with self._lock:
             self._unobserved.append(fut)
         return fut
 
     def call(self, op: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Queue behind pending work and wait for the result (synchronous API)."""
-        return self.submit(op, fn, *args, **kwargs).result()
+        """Queue behind pending work and wait for the result (synchronous API).
+
+        An earlier unobserved failure is raised instead (the call does not run).
+        """
+        fut = self.submit(op, fn, *args, **kwargs)
+        try:
+            return fut.result()
+        except StateError as exc:
+            if isinstance(exc.__cause__, BaseException) and "was skipped because" in str(exc):
+                with self._lock:
+                    self._poison = None
+                    self._unobserved.clear()
+                raise exc.__cause__ from None
+            raise
 
     def observed(self, fut: TinkerFuture) -> None:
         with self._lock:
             if fut in self._unobserved:
                 self._unobserved.remove(fut)
+            if fut.done() and self._poison is not None and fut._inner.exception() is self._poison[1]:
+                self._poison = None
 
     def _raise_unobserved(self) -> None:
+        """Raise the first failure nobody looked at (and forget the ops skipped because of it)."""
         with self._lock:
             done = [f for f in self._unobserved if f.done()]
             for f in done:
                 self._unobserved.remove(f)
+            poison, self._poison = self._poison, None
+        if poison is not None:
+            raise poison[1]
         for f in done:
             exc = f._inner.exception()
             if exc is not None:

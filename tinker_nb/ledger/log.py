@@ -1,0 +1,311 @@
+"""The audit ledger: an append-only SQLite log that is both a hash chain and an RFC 9162 Merkle tree.
+
+Entry (canonical JSON, hashed)::
+
+    {"seq", "ts", "tenant", "operation", "params_digest", "summary", "prev_hash"}
+    record_hash = SHA-256(canonical_json(entry))       prev_hash of entry 0 = "GENESIS"
+    Merkle leaf = record_hash (32 raw bytes)           leaf hash = SHA-256(0x00 ‖ record_hash)
+
+``params_digest`` is SHA-256 of the canonical JSON of the operation's parameters: the raw parameters
+are never stored. ``summary`` holds only small non-secret scalars chosen by the caller.
+Signed checkpoints sign ``"tinker-nb/ledger-checkpoint/v1\\n" ‖ tenant ‖ "\\n" ‖ size ‖ "\\n" ‖ root hex ‖ "\\n" ‖ ts``
+with the workspace's composite signer (see docs/AUDIT_LEDGER.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..canonical import canonical_json
+from ..errors import ConfigError, IntegrityError
+from . import merkle
+
+__all__ = ["AuditLedger", "Entry", "SignedCheckpoint", "VerifyReport", "GENESIS", "CHECKPOINT_CONTEXT",
+           "checkpoint_message"]
+
+GENESIS = "GENESIS"
+CHECKPOINT_CONTEXT = b"tinker-nb/ledger-checkpoint/v1"
+_SUMMARY_TYPES = (str, int, float, bool, type(None))
+
+
+@dataclass
+class Entry:
+    seq: int
+    ts: str
+    tenant: str
+    operation: str
+    params_digest: str
+    summary: dict
+    prev_hash: str
+    record_hash: str
+
+    def body(self) -> dict:
+        d = asdict(self)
+        d.pop("record_hash")
+        return d
+
+
+@dataclass
+class SignedCheckpoint:
+    size: int
+    root_hash: str
+    timestamp: str
+    tenant: str
+    key_id: str
+    signature: str  # base64 composite signature
+    public_key: str  # base64, for display; verification trusts only a pinned key
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    entries_checked: int
+    checkpoints_checked: int
+    first_bad_seq: int | None = None
+    reason: str | None = None
+    root_hash: str | None = None
+    checked_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def checkpoint_message(tenant: str, size: int, root_hex: str, ts: str) -> bytes:
+    return f"tinker-nb/ledger-checkpoint/v1\n{tenant}\n{size}\n{root_hex}\n{ts}\n".encode()
+
+
+def record_hash(body: dict) -> str:
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def _clean_summary(summary: dict) -> dict:
+    out = {}
+    for k, v in (summary or {}).items():
+        if not isinstance(k, str):
+            raise ConfigError("ledger summary keys must be strings.")
+        if isinstance(v, float) and v != v:
+            v = None
+        if not isinstance(v, _SUMMARY_TYPES):
+            raise ConfigError(f"ledger summary value for {k!r} must be a scalar (str/int/float/bool/None).")
+        if isinstance(v, str) and len(v) > 200:
+            raise ConfigError(f"ledger summary value for {k!r} is too long (max 200 characters).")
+        out[k] = v
+    return out
+
+
+class AuditLedger:
+    """Append-only audit log for one tenant in one SQLite file (several tenants may share the file)."""
+
+    def __init__(self, path: str | Path, *, tenant: str, signer: Any = None) -> None:
+        self.path = Path(path)
+        self.tenant = tenant
+        self.signer = signer
+        self.last_verification: VerifyReport | None = None
+        self._leaves: list[bytes] = []  # cache of leaf hashes (in seq order), extended on demand
+        with self._connect() as db:
+            db.execute("""CREATE TABLE IF NOT EXISTS entries (
+                tenant TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, operation TEXT NOT NULL,
+                params_digest TEXT NOT NULL, summary TEXT NOT NULL, prev_hash TEXT NOT NULL,
+                record_hash TEXT NOT NULL, PRIMARY KEY (tenant, seq))""")
+            db.execute("""CREATE TABLE IF NOT EXISTS checkpoints (
+                tenant TEXT NOT NULL, size INTEGER NOT NULL, root_hash TEXT NOT NULL, ts TEXT NOT NULL,
+                key_id TEXT NOT NULL, signature TEXT NOT NULL, public_key TEXT NOT NULL)""")
+
+    def __repr__(self) -> str:
+        return f"AuditLedger(path={str(self.path)!r}, tenant={self.tenant!r}, entries={self.size()})"
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    # ------------------------------------------------------------------ append
+    def append(self, operation: str, params: dict | None = None, *, summary: dict | None = None) -> Entry:
+        """Durably append one entry (digest of ``params``; ``summary`` of non-secret scalars in clear)."""
+        if not isinstance(operation, str) or not operation:
+            raise ConfigError("ledger operation must be a non-empty string.")
+        try:
+            digest = hashlib.sha256(canonical_json(params or {})).hexdigest()
+        except (TypeError, ValueError):
+            digest = hashlib.sha256(repr(sorted((params or {}).items())).encode()).hexdigest()
+        summ = _clean_summary(summary or {})
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")  # serialises writers across processes
+            last = db.execute("SELECT seq, record_hash FROM entries WHERE tenant=? ORDER BY seq DESC LIMIT 1",
+                              (self.tenant,)).fetchone()
+            seq, prev = (last[0] + 1, last[1]) if last else (0, GENESIS)
+            e = Entry(seq, datetime.now(timezone.utc).isoformat(), self.tenant, operation, digest, summ, prev, "")
+            e.record_hash = record_hash(e.body())
+            db.execute("INSERT INTO entries VALUES (?,?,?,?,?,?,?,?)",
+                       (self.tenant, e.seq, e.ts, e.operation, e.params_digest, canonical_json(summ).decode(),
+                        e.prev_hash, e.record_hash))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK") if db.in_transaction else None
+            raise
+        finally:
+            db.close()
+        return e
+
+    # ------------------------------------------------------------------ read
+    def _rows(self, start: int = 0, stop: int | None = None) -> list[tuple]:
+        with self._connect() as db:
+            q = "SELECT seq, ts, tenant, operation, params_digest, summary, prev_hash, record_hash FROM entries " \
+                "WHERE tenant=? AND seq>=?" + (" AND seq<?" if stop is not None else "") + " ORDER BY rowid"
+            args = (self.tenant, start) + ((stop,) if stop is not None else ())
+            return db.execute(q, args).fetchall()
+
+    @staticmethod
+    def _entry(r: tuple) -> Entry:
+        return Entry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
+
+    def size(self) -> int:
+        with self._connect() as db:
+            return db.execute("SELECT COUNT(*) FROM entries WHERE tenant=?", (self.tenant,)).fetchone()[0]
+
+    def entries(self, start: int = 0, stop: int | None = None) -> list[Entry]:
+        return [self._entry(r) for r in self._rows(start, stop)]
+
+    def tail(self, n: int = 10) -> list[Entry]:
+        size = self.size()
+        return self.entries(max(0, size - n))
+
+    def head(self) -> str:
+        """Hash of the last entry (GENESIS when empty)."""
+        t = self.tail(1)
+        return t[0].record_hash if t else GENESIS
+
+    def _leaf_hashes(self, size: int | None = None) -> list[bytes]:
+        rows = self._rows(0, size)
+        return [merkle.leaf_hash(bytes.fromhex(r[7])) for r in rows]
+
+    def root(self, size: int | None = None) -> str:
+        return merkle.root(self._leaf_hashes(size)).hex()
+
+    # ------------------------------------------------------------------ proofs
+    def inclusion_proof(self, seq: int, *, tree_size: int | None = None) -> dict:
+        leaves = self._leaf_hashes(tree_size)
+        if not 0 <= seq < len(leaves):
+            raise ConfigError(f"entry {seq} is not in a tree of size {len(leaves)}.")
+        return {"seq": seq, "tree_size": len(leaves), "leaf_hash": leaves[seq].hex(),
+                "root_hash": merkle.root(leaves).hex(),
+                "proof": [p.hex() for p in merkle.inclusion_proof(seq, leaves)]}
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> dict:
+        leaves = self._leaf_hashes(new_size)
+        if not 0 < old_size <= len(leaves):
+            raise ConfigError(f"need 0 < old_size <= {len(leaves)}, got {old_size}.")
+        return {"old_size": old_size, "new_size": len(leaves), "old_root": merkle.root(leaves[:old_size]).hex(),
+                "new_root": merkle.root(leaves).hex(),
+                "proof": [p.hex() for p in merkle.consistency_proof(old_size, leaves)]}
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> SignedCheckpoint:
+        """Sign (size, root, time) with the workspace signer and store it."""
+        if self.signer is None:
+            raise ConfigError("this ledger has no signer; pass signer= to sign checkpoints.")
+        leaves = self._leaf_hashes()
+        size, root_hex = len(leaves), merkle.root(leaves).hex()
+        ts = datetime.now(timezone.utc).isoformat()
+        sig = self.signer.sign(checkpoint_message(self.tenant, size, root_hex, ts), context=CHECKPOINT_CONTEXT)
+        cp = SignedCheckpoint(size, root_hex, ts, self.tenant, self.signer.key_id, base64.b64encode(sig).decode(),
+                              base64.b64encode(self.signer.public_key().raw).decode())
+        with self._connect() as db:
+            db.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?)",
+                       (self.tenant, cp.size, cp.root_hash, cp.timestamp, cp.key_id, cp.signature, cp.public_key))
+        return cp
+
+    def checkpoints(self) -> list[SignedCheckpoint]:
+        with self._connect() as db:
+            rows = db.execute("SELECT size, root_hash, ts, tenant, key_id, signature, public_key FROM checkpoints "
+                              "WHERE tenant=? ORDER BY rowid", (self.tenant,)).fetchall()
+        return [SignedCheckpoint(*r) for r in rows]
+
+    # ------------------------------------------------------------------ verification
+    def verify(self, *, public_key: Any = None) -> VerifyReport:
+        """Recompute the chain and the Merkle roots; check every signed checkpoint against them.
+
+        Detects edited, deleted, inserted or reordered entries (chain/sequence breaks) and truncation,
+        rollback or forks behind a signed checkpoint (its root no longer matches the prefix). Checkpoint
+        signatures are verified with ``public_key`` if given, else with this ledger's signer.
+        """
+        rows = self._rows()
+        prev = GENESIS
+        leaves: list[bytes] = []
+        for i, r in enumerate(rows):
+            e = self._entry(r)
+            if e.seq != i:
+                return self._report(False, i, 0, e.seq, f"sequence break: expected entry {i}, found {e.seq} "
+                                    "(an entry was deleted, inserted or reordered).")
+            if e.prev_hash != prev:
+                return self._report(False, i, 0, e.seq, f"entry {e.seq}: prev_hash does not match entry "
+                                    f"{e.seq - 1}'s record hash (chain broken).")
+            if record_hash(e.body()) != e.record_hash:
+                return self._report(False, i, 0, e.seq, f"entry {e.seq}: record hash does not match its "
+                                    "contents (the entry was edited).")
+            prev = e.record_hash
+            leaves.append(merkle.leaf_hash(bytes.fromhex(e.record_hash)))
+        verifier = public_key if public_key is not None else (self.signer.public_key() if self.signer else None)
+        cps = self.checkpoints()
+        for j, cp in enumerate(cps):
+            if verifier is not None:
+                from ..errors import SignatureError
+
+                if cp.key_id != verifier.key_id:
+                    return self._report(False, len(rows), j, None, f"checkpoint {j} was signed by an untrusted key.")
+                try:
+                    verifier.verify(checkpoint_message(cp.tenant, cp.size, cp.root_hash, cp.timestamp),
+                                    base64.b64decode(cp.signature), context=CHECKPOINT_CONTEXT)
+                except SignatureError as exc:
+                    return self._report(False, len(rows), j, None, f"checkpoint {j}: {exc}")
+            if cp.size > len(leaves):
+                return self._report(False, len(rows), j, len(leaves),
+                                    f"truncation or rollback: signed checkpoint {j} covers {cp.size} entries "
+                                    f"but the ledger has {len(leaves)}.")
+            if merkle.root(leaves[:cp.size]).hex() != cp.root_hash:
+                return self._report(False, len(rows), j, None,
+                                    f"fork or rewrite: the first {cp.size} entries no longer match signed "
+                                    f"checkpoint {j}'s root.")
+        return self._report(True, len(rows), len(cps), None, None, merkle.root(leaves).hex())
+
+    def _report(self, ok, n, ncp, bad, reason, root_hex=None) -> VerifyReport:
+        rep = VerifyReport(ok, n, ncp, bad, reason, root_hex)
+        self.last_verification = rep
+        return rep
+
+    # ------------------------------------------------------------------ views
+    def state(self) -> dict:
+        """Small summary for dashboards: entries, head hash, last checkpoint, last verification."""
+        cps = self.checkpoints()
+        return {"entries": self.size(), "head_hash": self.head(),
+                "last_checkpoint": cps[-1].to_dict() if cps else None,
+                "last_verification": self.last_verification.to_dict() if self.last_verification else None}
+
+    def to_pandas(self):
+        import pandas as pd
+
+        rows = [asdict(e) for e in self.entries()]
+        df = pd.DataFrame(rows, columns=["seq", "ts", "tenant", "operation", "params_digest", "summary",
+                                         "prev_hash", "record_hash"])
+        if len(df):
+            df["ts"] = pd.to_datetime(df["ts"])
+        return df.set_index("seq")
+
+
+_ = (IntegrityError, time)
