@@ -235,6 +235,15 @@ class ArtifactStore:
         if p.exists():
             p.unlink()
 
+    def collect_garbage(self, *, older_than_s: float = 3600.0) -> int:
+        """Remove temp files left by interrupted saves (never indexed, never loadable). Returns the count."""
+        n = 0
+        for f in self.dir.glob(".tmp-*"):
+            if time.time() - f.stat().st_mtime >= older_than_s:
+                f.unlink(missing_ok=True)
+                n += 1
+        return n
+
     def rotate(self) -> dict:
         """New primary KEK for the tenant and rewrap every DEK under it (files are not re-encrypted)."""
         version = self.keystore.rotate(self.tenant)

@@ -251,7 +251,7 @@ class AuditLedger:
         for i, r in enumerate(rows):
             e = self._entry(r)
             if e.seq != i:
-                return self._report(False, i, 0, e.seq, f"sequence break: expected entry {i}, found {e.seq} "
+                return self._report(False, i, 0, i, f"sequence break: expected entry {i}, found {e.seq} "
                                     "(an entry was deleted, inserted or reordered).")
             if e.prev_hash != prev:
                 return self._report(False, i, 0, e.seq, f"entry {e.seq}: prev_hash does not match entry "

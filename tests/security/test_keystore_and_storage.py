@@ -1,0 +1,187 @@
+"""Encrypted checkpoints: every flipped byte refused, tenants isolated, rotation, shredding, crash safety."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tinker_nb.errors import ConfigError, IntegrityError, KeyAccessError, TinkerError
+from tinker_nb.security.keys import Keystore
+from tinker_nb.storage import ArtifactNotFoundError, ArtifactStore
+
+
+@pytest.fixture
+def ws(tmp_path):
+    return tmp_path / "ws"
+
+
+def _store(ws, tenant="acme", **kw):
+    ks = Keystore.open(ws, **kw)
+    if tenant not in ks.tenants():
+        ks.create_tenant(tenant)
+    return ArtifactStore(ws, ks, tenant=tenant)
+
+
+def test_round_trip_and_index(ws):
+    st = _store(ws, passphrase="pw")
+    info = st.save("ckpt", {"a.safetensors": b"\x01" * 5000, "state.json": b"{}"}, metadata={"m": 1},
+                   public={"step": 2})
+    blobs, meta, info2 = st.load(info.artifact_id)
+    assert blobs == {"a.safetensors": b"\x01" * 5000, "state.json": b"{}"} and meta == {"m": 1}
+    assert info2.content_sha256 == info.content_sha256 and [i.artifact_id for i in st.list()] == [info.artifact_id]
+    assert st.show(info.artifact_id).public == {"step": 2}
+    raw = (st.dir / f"{info.artifact_id}.tnc").read_bytes()
+    assert b"\x01" * 64 not in raw  # encrypted at rest
+    st.delete(info.artifact_id)
+    with pytest.raises(ArtifactNotFoundError):
+        st.load(info.artifact_id)
+
+
+def test_every_flipped_byte_is_refused(ws):
+    st = _store(ws, passphrase="pw")
+    info = st.save("c", {"w": os.urandom(3000)})
+    path = st.dir / f"{info.artifact_id}.tnc"
+    orig = path.read_bytes()
+    rng = random.Random(0)
+    positions = list(range(len(orig))) if len(orig) <= 2500 else rng.sample(range(len(orig)), 2000)
+    assert len(positions) >= 2000
+    for pos in positions:
+        data = bytearray(orig)
+        data[pos] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(data))
+        with pytest.raises((IntegrityError, KeyAccessError)):
+            st.load(info.artifact_id)
+    for bad in (orig[:-1], orig[: len(orig) // 2], orig + b"\x00", orig + orig[-100:]):
+        path.write_bytes(bad)
+        with pytest.raises(IntegrityError):
+            st.load(info.artifact_id)
+    path.write_bytes(orig)
+    assert st.load(info.artifact_id)[0]["w"] == st.load(info.artifact_id)[0]["w"]
+
+
+def test_tenants_are_isolated_even_with_file_access(ws):
+    a = _store(ws, "alpha", passphrase="pw")
+    b = _store(ws, "beta", passphrase="pw")
+    info = a.save("x", {"w": b"secret weights"})
+    with pytest.raises(KeyAccessError):
+        b.load(info.artifact_id)
+    # copy alpha's file and index row into beta's folder: still refused
+    (b.dir / f"{info.artifact_id}.tnc").write_bytes((a.dir / f"{info.artifact_id}.tnc").read_bytes())
+    import sqlite3
+
+    db = sqlite3.connect(ws / "artifacts.sqlite")
+    db.execute("UPDATE artifacts SET tenant='beta' WHERE artifact_id=?", (info.artifact_id,))
+    db.commit()
+    db.close()
+    with pytest.raises(KeyAccessError):
+        b.load(info.artifact_id)
+
+
+def test_rotation_retire_and_shredding(ws):
+    st = _store(ws, passphrase="pw")
+    old = st.save("old", {"w": b"1" * 100})
+    res = st.rotate()
+    assert res["primary_version"] == 2 and res["rewrapped"] == 1
+    new = st.save("new", {"w": b"2" * 100})
+    assert new.encryption["key_version"] == 2
+    st.keystore.retire("acme", 1)  # DEKs were rewrapped, so old artifacts stay readable
+    assert st.load(old.artifact_id)[0]["w"] == b"1" * 100
+    with pytest.raises(ConfigError):
+        st.keystore.retire("acme", 2)
+    st.keystore.destroy_tenant("acme")
+    for aid in (old.artifact_id, new.artifact_id):
+        with pytest.raises(KeyAccessError, match="crypto-shredded"):
+            st.load(aid)
+
+
+def test_root_key_sources(ws, tmp_path, monkeypatch):
+    _store(ws, passphrase="right")
+    with pytest.raises(KeyAccessError, match="wrong passphrase"):
+        Keystore.open(ws, passphrase="wrong")
+    with pytest.raises(KeyAccessError, match="passphrase"):
+        Keystore.open(ws)
+    kf = tmp_path / "root.key"
+    kf.write_text(os.urandom(32).hex())
+    ks = Keystore.open(tmp_path / "ws2", key_file=kf)
+    ks.create_tenant("t")
+    assert Keystore.open(tmp_path / "ws2", key_file=kf).tenants() == ["t"]
+    kf2 = tmp_path / "other.key"
+    kf2.write_text(os.urandom(32).hex())
+    with pytest.raises(KeyAccessError):
+        Keystore.open(tmp_path / "ws2", key_file=kf2)
+    monkeypatch.setenv("TINKER_NB_ROOT_KEY", os.urandom(32).hex())
+    Keystore.open(tmp_path / "ws3").create_tenant("e")
+    monkeypatch.delenv("TINKER_NB_ROOT_KEY")
+    ks4 = Keystore.open(tmp_path / "ws4")  # default: key file outside the workspace, 0600
+    key_files = list((tmp_path / "keys").glob("*.key"))
+    assert len(key_files) == 1 and oct(key_files[0].stat().st_mode & 0o777) == "0o600"
+    assert not list((tmp_path / "ws4").glob("*.key"))
+    assert ks4.source == "default-key-file"
+    with pytest.raises(KeyAccessError):
+        Keystore.open(ws, key_file=tmp_path / "missing.key")
+
+
+def test_no_key_material_in_files_reprs_or_logs(ws, caplog):
+    caplog.set_level(logging.DEBUG)
+    st = _store(ws, passphrase="pw")
+    info = st.save("x", {"w": b"abc"})
+    kek_id, kek = st.keystore._kek("acme", 1)
+    ks_text = (ws / "keystore.json").read_text()
+    for secret in (kek.hex(), st.keystore._root.hex()):
+        assert secret not in ks_text
+        assert secret not in repr(st.keystore) + repr(st) + repr(info) + caplog.text
+    try:
+        Keystore.open(ws, passphrase="bad")
+    except KeyAccessError as exc:
+        assert "bad" not in str(exc) and "pw" not in str(exc)
+
+
+def test_unknown_ids_and_bad_names(ws):
+    st = _store(ws, passphrase="pw")
+    for bad in ("", "nope"):
+        with pytest.raises(TinkerError):
+            st.load(bad)
+    with pytest.raises(ConfigError):
+        st.save("", {"w": b""})
+    with pytest.raises(ConfigError):
+        st.save("x", {"w": "not bytes"})
+
+
+def test_sigkill_during_save_leaves_previous_checkpoint_and_clean_index(ws, tmp_path):
+    st = _store(ws, passphrase="pw")
+    first = st.save("first", {"w": b"ok" * 1000})
+    code = textwrap.dedent(f"""
+        import os, sys
+        from tinker_nb.security.keys import Keystore
+        from tinker_nb.storage import ArtifactStore
+        ks = Keystore.open({str(ws)!r}, passphrase="pw")
+        st = ArtifactStore({str(ws)!r}, ks, tenant="acme")
+        blob = os.urandom(150 << 20)
+        print("saving", flush=True)
+        st.save("big", {{"w": blob}})
+        print("saved", flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert p.stdout.readline().strip() == b"saving"
+    deadline = time.time() + 30
+    while not list(st.dir.glob(".tmp-*")) and time.time() < deadline:
+        time.sleep(0.005)
+    assert list(st.dir.glob(".tmp-*")), "the save never started writing"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    names = [i.name for i in st.list()]
+    assert names == ["first"]
+    assert st.load(first.artifact_id)[0]["w"] == b"ok" * 1000
+    # the half-written temp file is never visible as an artifact; garbage collection removes it
+    assert not [f for f in st.dir.glob("*.tnc") if not f.name.startswith(".") and f.stem != first.artifact_id]
+    assert st.collect_garbage(older_than_s=0) == 1 and not list(st.dir.glob(".tmp-*"))
+    _ = json
