@@ -17,9 +17,11 @@ import time
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tinker_nb.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=60, help="DP optimizer steps (default 60)")
-    ap.add_argument("--records", type=int, default=800, help="synthetic private records (default 800)")
+    ap.add_argument("--records", type=int, default=2000, help="synthetic private records (default 2000)")
     ap.add_argument("--workspace", default=None, help="workspace folder (default: a fresh temporary one)")
     ap.add_argument("--epsilon", type=float, default=8.0, help="target ε (default 8)")
+    ap.add_argument("--batch", type=int, default=64, help="expected Poisson batch size (default 64)")
+    ap.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate for the adapter (default 1e-2)")
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -33,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workspace is None:
         os.environ.setdefault("TINKER_NB_KEY_DIR", os.path.join(workspace, "..", os.path.basename(workspace) + "-keys"))
     records = demo_records(args.records, seed=0)
-    batch = 32
+    batch = args.batch
     epochs = args.steps * batch / len(records)
     t0 = time.perf_counter()
     service = ServiceClient(workspace)
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         model_ref="tinker-nb/tiny-llama",
         lora_config=LoRAConfig(rank=8, alpha=16),
         dp_config=DPConfig(target_epsilon=args.epsilon, target_delta=1e-5, max_grad_norm=1.0),
-        batch_size=batch, learning_rate=3e-3, epochs=epochs, max_seq_len=96))
+        batch_size=batch, learning_rate=args.lr, epochs=epochs, max_seq_len=64))
     info = tc.attach_dataset(records)
     print(f"tinker_nb demo: {len(records)} private records, q={info['sample_rate']:.3f}, "
           f"σ calibrated to {info['noise_multiplier']:.3f} for ε={args.epsilon} over {args.steps} steps "
