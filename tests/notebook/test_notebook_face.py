@@ -35,7 +35,9 @@ def test_dashboard_follows_events_throttled_and_finishes(tc):
 
     d = tc.dashboard()
     assert isinstance(d, Dashboard) and d.step == 0
-    _train(tc, 12)
+    for b in tc.poisson_batches(steps=12):  # finish() right after queuing: must not deadlock
+        tc.forward_backward(b)
+        tc.optim_step()
     d.finish()
     m = tc.get_dp_metrics()
     assert d.step == 12 and d.status == "done"

@@ -197,13 +197,15 @@ class Dashboard(anywidget.AnyWidget):
     # ------------------------------------------------------------------ lifecycle and display
     def finish(self, *, status: str | None = None, verify: bool = True) -> "Dashboard":
         """Final flush (verifying the ledger) and, in a notebook, a static snapshot saved with the output."""
+        # Wait for queued training work OUTSIDE the lock: the worker thread publishes events that need it.
+        m = self._client.get_dp_metrics() if self._client is not None and not self._client.closed else None
+        audit = self._audit_state(verify=verify) if self._client is not None else None
         with self._lock:
-            if self._client is not None:
-                m = self._client.get_dp_metrics() if not self._client.closed else None
-                if m is not None and m.dp_enabled:
-                    self._pending["epsilon"] = float(m.epsilon_spent)
-                    self._pending["accountant"] = f"{m.accountant.upper()} (reported)"
-                self._pending["audit"] = self._audit_state(verify=verify)
+            if m is not None and m.dp_enabled:
+                self._pending["epsilon"] = float(m.epsilon_spent)
+                self._pending["accountant"] = f"{m.accountant.upper()} (reported)"
+            if audit is not None:
+                self._pending["audit"] = audit
             if status:
                 self._pending["status"] = status
             elif self.status in ("idle", "training"):
