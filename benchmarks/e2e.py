@@ -19,14 +19,16 @@ def _run(model_dir: str, *, dp: bool, steps: int, batch: int, seq: int, workspac
     tc = service.create_training_client(TrainingConfig(
         model_ref=model_dir, lora_config=LoRAConfig(rank=8, alpha=16),
         dp_config=DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, target_delta=1e-5) if dp else None,
-        batch_size=batch, max_seq_len=seq))
+        batch_size=batch))
     tc.attach_dataset(records)
     setup = time.perf_counter() - t0
     fb, opt = [], []
     for b in tc.poisson_batches(steps=steps):
         t = time.perf_counter()
-        tc.forward_backward(b).result()
+        r = tc.forward_backward(b).result()
         fb.append(time.perf_counter() - t)
+        if not dp and r.examples == 0:
+            continue  # without DP an empty draw has nothing to step on (with DP it is a noise-only step)
         t = time.perf_counter()
         tc.optim_step().result()
         opt.append(time.perf_counter() - t)

@@ -115,6 +115,10 @@ class AuditLedger:
         self.tenant = tenant
         self.signer = signer
         self.last_verification: VerifyReport | None = None
+        import threading
+
+        self._db_lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
         self._leaves: list[bytes] = []  # cache of leaf hashes (in seq order), extended on demand
         with self._connect() as db:
             db.execute("""CREATE TABLE IF NOT EXISTS entries (
@@ -128,11 +132,20 @@ class AuditLedger:
     def __repr__(self) -> str:
         return f"AuditLedger(path={str(self.path)!r}, tenant={self.tenant!r}, entries={self.size()})"
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        return db
+    def _connect(self) -> "_Conn":
+        """The ledger's one connection (opened lazily, shared by threads under a lock)."""
+        if self._db is None:
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            self._db = db
+        return _Conn(self._db, self._db_lock)
+
+    def close(self) -> None:
+        with self._db_lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     # ------------------------------------------------------------------ append
     def append(self, operation: str, params: dict | None = None, *, summary: dict | None = None) -> Entry:
@@ -144,7 +157,11 @@ class AuditLedger:
         except (TypeError, ValueError):
             digest = hashlib.sha256(repr(sorted((params or {}).items())).encode()).hexdigest()
         summ = _clean_summary(summary or {})
-        db = self._connect()
+        with self._connect() as db:
+            self._append_tx(db, operation, digest, summ)
+            return self._last_appended
+
+    def _append_tx(self, db, operation: str, digest: str, summ: dict) -> None:
         try:
             db.execute("BEGIN IMMEDIATE")  # serialises writers across processes
             last = db.execute("SELECT seq, record_hash FROM entries WHERE tenant=? ORDER BY seq DESC LIMIT 1",
@@ -157,11 +174,10 @@ class AuditLedger:
                         e.prev_hash, e.record_hash))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK") if db.in_transaction else None
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        finally:
-            db.close()
-        return e
+        self._last_appended = e
 
     # ------------------------------------------------------------------ read
     def _rows(self, start: int = 0, stop: int | None = None) -> list[tuple]:
@@ -178,6 +194,13 @@ class AuditLedger:
     def size(self) -> int:
         with self._connect() as db:
             return db.execute("SELECT COUNT(*) FROM entries WHERE tenant=?", (self.tenant,)).fetchone()[0]
+
+    def head_info(self) -> tuple[int, str]:
+        """(number of entries, head hash) in one query: cheap enough for a live display."""
+        with self._connect() as db:
+            r = db.execute("SELECT seq, record_hash FROM entries WHERE tenant=? ORDER BY seq DESC LIMIT 1",
+                           (self.tenant,)).fetchone()
+        return (r[0] + 1, r[1]) if r else (0, GENESIS)
 
     def entries(self, start: int = 0, stop: int | None = None) -> list[Entry]:
         return [self._entry(r) for r in self._rows(start, stop)]
@@ -248,19 +271,23 @@ class AuditLedger:
         rows = self._rows()
         prev = GENESIS
         leaves: list[bytes] = []
-        for i, r in enumerate(rows):
-            e = self._entry(r)
-            if e.seq != i:
-                return self._report(False, i, 0, i, f"sequence break: expected entry {i}, found {e.seq} "
+        sha, dumps, fromhex = hashlib.sha256, json.dumps, bytes.fromhex
+        for i, (seq, ts, tenant, op, pdig, summ, prev_hash, rh) in enumerate(rows):
+            if seq != i:
+                return self._report(False, i, 0, i, f"sequence break: expected entry {i}, found {seq} "
                                     "(an entry was deleted, inserted or reordered).")
-            if e.prev_hash != prev:
-                return self._report(False, i, 0, e.seq, f"entry {e.seq}: prev_hash does not match entry "
-                                    f"{e.seq - 1}'s record hash (chain broken).")
-            if record_hash(e.body()) != e.record_hash:
-                return self._report(False, i, 0, e.seq, f"entry {e.seq}: record hash does not match its "
+            if prev_hash != prev:
+                return self._report(False, i, 0, seq, f"entry {seq}: prev_hash does not match entry "
+                                    f"{seq - 1}'s record hash (chain broken).")
+            # canonical_json(body) built directly: keys in sorted order, summary already canonical text
+            body = (f'{{"operation":{dumps(op, ensure_ascii=False)},"params_digest":{dumps(pdig)},'
+                    f'"prev_hash":{dumps(prev_hash)},"seq":{seq},"summary":{summ},'
+                    f'"tenant":{dumps(tenant, ensure_ascii=False)},"ts":{dumps(ts)}}}')
+            if sha(body.encode()).hexdigest() != rh:
+                return self._report(False, i, 0, seq, f"entry {seq}: record hash does not match its "
                                     "contents (the entry was edited).")
-            prev = e.record_hash
-            leaves.append(merkle.leaf_hash(bytes.fromhex(e.record_hash)))
+            prev = rh
+            leaves.append(sha(b"\x00" + fromhex(rh)).digest())
         verifier = public_key if public_key is not None else (self.signer.public_key() if self.signer else None)
         cps = self.checkpoints()
         for j, cp in enumerate(cps):
@@ -306,6 +333,24 @@ class AuditLedger:
         if len(df):
             df["ts"] = pd.to_datetime(df["ts"])
         return df.set_index("seq")
+
+
+class _Conn:
+    """``with ledger._connect() as db``: the shared connection, held under the ledger's lock."""
+
+    def __init__(self, db: sqlite3.Connection, lock) -> None:
+        self.db, self.lock = db, lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        return self.db
+
+    def __exit__(self, et, ev, tb) -> None:
+        try:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK" if et else "COMMIT")
+        finally:
+            self.lock.release()
 
 
 _ = (IntegrityError, time)

@@ -112,11 +112,16 @@ class Dashboard(anywidget.AnyWidget):
         if tc is None:
             return {}
         led = tc.service.ledger
-        st = {"entries": led.size(), "head_hash": led.head()}
+        n, head = led.head_info()
+        st = {"entries": n, "head_hash": head}
         rep = led.verify() if verify else led.last_verification
         st["verified"] = None if rep is None else bool(rep.ok)
-        cps = led.checkpoints()
-        st["last_checkpoint"] = cps[-1].size if cps else None
+        if verify:
+            cps = led.checkpoints()
+            st["last_checkpoint"] = cps[-1].size if cps else None
+        else:
+            st["last_checkpoint"] = (self.audit or {}).get("last_checkpoint")
+        self._audit_refreshed = time.monotonic()
         return st
 
     @staticmethod
@@ -176,7 +181,8 @@ class Dashboard(anywidget.AnyWidget):
                 self._timer.cancel()
                 self._timer = None
             pending, self._pending = self._pending, {}
-            if getattr(self, "_audit_dirty", False) and self._client is not None:
+            if (getattr(self, "_audit_dirty", False) and self._client is not None
+                    and time.monotonic() - getattr(self, "_audit_refreshed", 0.0) >= 1.0):
                 try:
                     pending["audit"] = self._audit_state(verify=False)
                 except Exception:  # noqa: BLE001 - the ledger may be busy; next flush retries
