@@ -1,8 +1,9 @@
-"""`tinker-nb` command line: keys, package, verify, inspect, open/export, audit verify.
+"""`tinker-nb` command line: keys, package, verify, inspect, open/export, audit verify (docs/CLI.md).
 
-Exit codes: 0 success; 1 verification failed (signature, trust, integrity, package shape);
-2 usage error; 3 key access (wrong passphrase, not a recipient, missing key); 4 other tinker_nb error.
-Errors print one line on stderr, never a traceback.
+Exit codes: 0 success; 1 verification failed (signature, trust, integrity, package shape, broken
+ledger); 2 usage or configuration error; 3 key access (missing key file, wrong passphrase, not a
+recipient); 4 any other error; 130 interrupted. Errors are one line on stderr, never a traceback
+(set TINKER_NB_DEBUG=1 to get one). ``verify``, ``inspect`` and ``audit verify`` never import torch.
 """
 
 from __future__ import annotations
@@ -13,29 +14,42 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import (ConfigError, IntegrityError, KeyAccessError, PackageError, SignatureError, TinkerError,
                      TrustError)
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_VERIFY", "EXIT_USAGE", "EXIT_KEYS", "EXIT_OTHER"]
 
-EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_KEYS, EXIT_OTHER = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_KEYS, EXIT_OTHER, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+PASSPHRASE_ENV = "TINKER_NB_PASSPHRASE"
+WORKSPACE_PASSPHRASE_ENV = "TINKER_NB_WORKSPACE_PASSPHRASE"
 
 
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line instead of argparse's usage block
+        raise _UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+# ---------------------------------------------------------------------- helpers
 def _passphrase(args: argparse.Namespace, what: str, *, confirm: bool = False) -> str:
-    env = os.environ.get("TINKER_NB_PASSPHRASE")
-    if getattr(args, "passphrase_env", None):
-        env = os.environ.get(args.passphrase_env)
-        if env is None:
-            raise ConfigError(f"environment variable {args.passphrase_env} is not set.")
-    if env is not None:
-        return env
+    """From --passphrase-env VAR, else $TINKER_NB_PASSPHRASE, else an interactive prompt (never argv)."""
+    var = getattr(args, "passphrase_env", None)
+    if var:
+        if os.environ.get(var) is None:
+            raise ConfigError(f"environment variable {var} (from --passphrase-env) is not set.")
+        return os.environ[var]
+    if os.environ.get(PASSPHRASE_ENV) is not None:
+        return os.environ[PASSPHRASE_ENV]
     if not sys.stdin.isatty():
-        raise ConfigError(f"a passphrase for the {what} is needed: set TINKER_NB_PASSPHRASE or --passphrase-env VAR.")
+        raise ConfigError(f"a passphrase for the {what} is needed: set {PASSPHRASE_ENV} or use --passphrase-env VAR.")
     p = getpass.getpass(f"passphrase for the {what}: ")
-    if confirm and getpass.getpass("again: ") != p:
-        raise ConfigError("passphrases do not match.")
+    if confirm and getpass.getpass("repeat it: ") != p:
+        raise ConfigError("the passphrases do not match.")
     return p
 
 
@@ -45,216 +59,332 @@ def _trust(paths: list[str]) -> list:
     return [load_public_key(p) for p in paths]
 
 
-def cmd_keygen(args) -> int:
-    from .security.kem import RecipientIdentity
-    from .security.signing import HybridSigner
-
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise ConfigError(f"{out} exists; use --force to overwrite.")
-    pw = _passphrase(args, f"new {args.kind} key", confirm=True)
-    key = HybridSigner.generate() if args.kind == "publisher" else RecipientIdentity.generate()
-    key.save(out, passphrase=pw)
-    pub = Path(str(out) + ".pub")
-    key.public_key().save(pub)
-    print(json.dumps({"kind": args.kind, "key_id": key.key_id, "private": str(out), "public": str(pub)}))
-    return EXIT_OK
-
-
-def cmd_verify(args) -> int:
-    from .tgsp import verify_package
-
-    rep = verify_package(args.package, trust=_trust(args.trust))
-    if args.json:
-        print(json.dumps(rep.to_dict(), indent=1))
-    else:
-        print(f"OK {args.package}: package {rep.package_id}, publisher {rep.publisher_key_id[:16]}…, "
-              f"expires {rep.expires}")
-        for c in rep.checks:
-            print(f"  ✓ {c}")
-    return EXIT_OK
-
-
-def cmd_inspect(args) -> int:
-    from .tgsp.package import read_entries
-
-    e = read_entries(args.package)
-    doc = {name: json.loads(e[name]) for name in ("manifest.json", "dp_certificate.json", "evidence.json")}
-    if args.json:
-        print(json.dumps(doc, indent=1))
-        return EXIT_OK
-    m, c, ev = doc["manifest.json"], doc["dp_certificate.json"], doc["evidence.json"]
-    print(f"package   {m['package_id']}  ({m['format']}, created {m['created']}, expires {m['expires']})")
-    print(f"base      {m['base_model']['ref']}  sha256 {str(m['base_model'].get('sha256'))[:16]}…")
-    print(f"lora      rank {m['lora_config']['rank']}, alpha {m['lora_config']['alpha']}, "
-          f"targets {', '.join(m['lora_config']['target_modules'])}")
-    print(f"publisher {m['publisher']['key_id'][:16]}… ({m['signature_algorithm']})")
-    print(f"privacy   {c['statement']}")
-    print(f"data      {ev['dataset']['size']} records, sha256 {str(ev['dataset']['sha256'])[:16]}…; "
-          f"{ev['steps']} steps; audit checkpoint of {ev['audit']['checkpoint']['size']} entries")
-    print("(not verified: run `tinker-nb verify` with a pinned publisher key)")
-    return EXIT_OK
-
-
-def _identity(args):
+def _identity(args: argparse.Namespace):
     from .security.kem import load_identity
 
     return load_identity(args.identity, passphrase=_passphrase(args, "recipient identity"))
 
 
-def cmd_export(args) -> int:
-    from .tgsp import export_peft
+def _service(args: argparse.Namespace):
+    """Open an EXISTING workspace and tenant (the CLI never creates one)."""
+    ws = Path(args.workspace)
+    ks = ws / "keystore.json"
+    if not ks.is_file():
+        raise ConfigError(f"{ws} is not a tinker_nb workspace (no keystore.json).")
+    try:
+        tenants = json.loads(ks.read_text()).get("tenants", {})
+    except ValueError:
+        raise ConfigError(f"{ks} is not valid JSON.") from None
+    if args.tenant not in tenants or tenants[args.tenant].get("destroyed"):
+        raise ConfigError(f"workspace {ws} has no tenant {args.tenant!r}.")
+    from .client import ServiceClient
 
-    out = export_peft(args.package, args.out, identity=_identity(args), trust=_trust(args.trust),
-                      base_model_path=args.base_model)
-    print(f"PEFT adapter written to {out}")
+    var = getattr(args, "workspace_passphrase_env", None) or WORKSPACE_PASSPHRASE_ENV
+    return ServiceClient(ws, tenant=args.tenant, passphrase=os.environ.get(var), key_file=args.key_file)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=1, sort_keys=True, default=str))
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .security.kem import RecipientIdentity
+    from .security.signing import HybridSigner
+
+    out = Path(args.out)
+    pub = Path(str(out) + ".pub")
+    if (out.exists() or pub.exists()) and not args.force:
+        raise ConfigError(f"{out} or {pub} exists; use --force to overwrite.")
+    if not out.parent.is_dir():
+        raise ConfigError(f"folder {out.parent} does not exist.")
+    pw = _passphrase(args, f"new {args.kind} key", confirm=True)
+    if len(pw) < 8:
+        raise ConfigError("use a passphrase of at least 8 characters.")
+    key = HybridSigner.generate() if args.kind == "publisher" else RecipientIdentity.generate()
+    key.save(out, passphrase=pw)
+    key.public_key().save(pub)
+    print(json.dumps({"kind": args.kind, "key_id": key.key_id, "private": str(out), "public": str(pub)}))
     return EXIT_OK
 
 
-def cmd_open(args) -> int:
+def cmd_pubkey(args: argparse.Namespace) -> int:
+    from .security.kem import load_recipient
+    from .security.signing import load_public_key
+
+    if bool(args.workspace) == bool(args.key):
+        raise ConfigError("give either a private key file or --workspace WS.")
+    if args.workspace:
+        d = json.loads((Path(args.workspace) / "identity.json").read_text()) \
+            if (Path(args.workspace) / "identity.json").is_file() else None
+        if d is None:
+            raise KeyAccessError(f"workspace {args.workspace} has no identity.json yet (it is created on first use).")
+        key = load_public_key({"algorithm": "MLDSA65-Ed25519-SHA512", "public_key": d["public_key"],
+                               "key_id": d["key_id"]})
+    else:
+        p = Path(args.key)
+        if not p.is_file():
+            raise KeyAccessError(f"key file {p} does not exist.")
+        d = json.loads(p.read_text())
+        key = load_recipient(d) if d.get("type") == "tinker-nb/recipient-identity" else load_public_key(d)
+    if args.out:
+        key.save(args.out)
+    else:
+        print(json.dumps(key.to_dict(), indent=1))
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .tgsp import verify_package
+
+    rep = verify_package(args.package, trust=_trust(args.trust))
+    if args.json:
+        _print_json(rep.to_dict())
+    else:
+        print(f"OK {args.package}")
+        print(str(rep))
+    return EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .tgsp import inspect_package
+
+    doc = inspect_package(args.package)
+    if args.json:
+        _print_json({**doc, "verified": False})
+        return EXIT_OK
+    m, c, ev = doc["manifest.json"], doc["dp_certificate.json"], doc["evidence.json"]
+    lc, bm = m.get("lora_config", {}), m.get("base_model", {})
+    ds, audit = ev.get("dataset", {}), ev.get("audit", {})
+    print("NOT VERIFIED: run `tinker-nb verify` with the publisher's pinned public key before trusting this.")
+    print(f"package    {m.get('package_id')} ({m.get('format')}), manifest sha256 {doc['manifest_sha256']}")
+    print(f"created    {m.get('created')}   expires {m.get('expires')}")
+    print(f"publisher  {m.get('publisher', {}).get('key_id')} ({m.get('signature_algorithm')})")
+    print(f"base model {bm.get('ref')} ({len(bm.get('weights') or {})} weight files pinned by SHA-256)")
+    print(f"LoRA       rank {lc.get('rank')}, alpha {lc.get('alpha')}, targets {', '.join(lc.get('target_modules', []))}")
+    print(f"recipients {len(doc['recipients.json'])}: " + ", ".join(str(k)[:16] + "…" for k in doc["recipients.json"]))
+    print(f"privacy    {c.get('statement')}")
+    if c.get("dp"):
+        print(f"           σ={c.get('noise_multiplier')}, C={c.get('max_grad_norm')}, q={c.get('sample_rate')}, "
+              f"steps={c.get('steps')}, δ={c.get('delta')}, ε={c.get('epsilon')} ({c.get('accountant')}), "
+              f"RDP ε={c.get('epsilon_rdp')}, sampling {c.get('sampling')}, valid={c.get('accounting_valid')}")
+    print(f"data       {ds.get('size')} records, sha256 {ds.get('sha256')} (the data is not in the package)")
+    print(f"training   {ev.get('steps')} steps; source checkpoint {(ev.get('source_checkpoint') or {}).get('artifact_id')}")
+    print(f"audit      ledger checkpoint of {audit.get('checkpoint', {}).get('size')} entries, "
+          f"{len(audit.get('entries', []))} proven operations")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .tgsp import export_peft
+
+    out = export_peft(args.package, args.out, identity=_identity(args), trust=_trust(args.trust),
+                      base_model_path=args.base_model, overwrite=args.force)
+    print(json.dumps({"peft_adapter": str(out)}))
+    return EXIT_OK
+
+
+def cmd_open(args: argparse.Namespace) -> int:
     from .tgsp import open_package
 
     edge = open_package(args.package, identity=_identity(args), trust=_trust(args.trust),
-                        base_model_path=args.base_model)
+                        base_model_path=args.base_model, device=args.device)
     res = edge.sample(args.prompt, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
     for s in res.samples:
         print(json.dumps({"prompt": s.prompt, "completion": s.completion, "finish_reason": s.finish_reason}))
     return EXIT_OK
 
 
-def cmd_audit_verify(args) -> int:
-    from .ledger import AuditLedger
-    from .security.signing import load_public_key
-
-    path = Path(args.workspace) / "audit.sqlite"
-    if not path.exists():
-        raise ConfigError(f"no audit ledger at {path}.")
-    pk = load_public_key(args.trust) if args.trust else _workspace_public_key(Path(args.workspace))
-    rep = AuditLedger(path, tenant=args.tenant).verify(public_key=pk)
-    print(json.dumps(rep.to_dict()) if args.json else
-          (f"OK: {rep.entries_checked} entries, {rep.checkpoints_checked} signed checkpoints, root {rep.root_hash}"
-           if rep.ok else f"BROKEN at entry {rep.first_bad_seq}: {rep.reason}"))
-    return EXIT_OK if rep.ok else EXIT_VERIFY
-
-
-def _workspace_public_key(ws: Path):
-    from .security.signing import load_public_key
-
-    p = ws / "identity.json"
-    if not p.exists():
-        return None
-    d = json.loads(p.read_text())
-    return load_public_key({"algorithm": "MLDSA65-Ed25519-SHA512", "public_key": d["public_key"], "key_id": d["key_id"]})
-
-
-def cmd_package(args) -> int:
-    from . import ServiceClient, TrainingConfig
-    from .security.kem import load_recipient
-    from .security.signing import load_signer
-
-    svc = ServiceClient(args.workspace, tenant=args.tenant, passphrase=os.environ.get("TINKER_NB_WORKSPACE_PASSPHRASE"))
-    _, _, info = svc.store.load(args.artifact)
-    blobs, _, _ = svc.store.load(args.artifact)
-    cfg = TrainingConfig.from_dict(json.loads(blobs["state.json"])["config"])
-    signer = load_signer(args.signer, passphrase=_passphrase(args, "publisher key")) if args.signer else None
-    tc = svc.create_training_client(cfg)
-    try:
-        from .tgsp.session import package_checkpoint
-
-        st = json.loads(blobs["state.json"])
-        if st.get("dataset_sha256"):
-            raise ConfigError("this checkpoint was trained on an attached data set: package it from the notebook "
-                              "(tc.package) where the data set is attached, so evidence and accounting are exact.")
-        m = package_checkpoint(tc, args.artifact, args.out, recipients=[load_recipient(r) for r in args.recipient],
-                               signer=signer, expires_in_days=args.expires_days)
-    finally:
-        tc.close()
-    print(json.dumps({"package": args.out, "package_id": m["package_id"]}))
+def cmd_checkpoints(args: argparse.Namespace) -> int:
+    svc = _service(args)
+    rows = [{"artifact_id": i.artifact_id, "name": i.name, "step": (i.public or {}).get("step"),
+             "created": i.created} for i in svc.store.list()]
+    if args.json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['artifact_id']}  step {r['step']!s:>6}  {r['name']}")
     return EXIT_OK
 
 
+def cmd_package(args: argparse.Namespace) -> int:
+    from .security.kem import load_recipient
+    from .security.signing import load_signer
+    from .tgsp.session import package_checkpoint
+
+    recipients = [load_recipient(r) for r in args.recipient]
+    signer = load_signer(args.signer, passphrase=_passphrase(args, "publisher key")) if args.signer else None
+    svc = _service(args)
+    m = package_checkpoint(svc, args.artifact, args.out, recipients=recipients, signer=signer,
+                           expires_in_days=args.expires_days)
+    print(json.dumps({"package": args.out, "package_id": m["package_id"], "publisher": m["publisher"]["key_id"],
+                      "expires": m["expires"]}))
+    return EXIT_OK
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from .ledger import AuditLedger
+    from .security.signing import load_public_key
+
+    ws = Path(args.workspace)
+    path = ws / "audit.sqlite"
+    if not path.is_file():
+        raise ConfigError(f"no audit ledger at {path}.")
+    if args.trust:
+        pk, source = load_public_key(args.trust), "pinned key"
+    elif (ws / "identity.json").is_file():
+        d = json.loads((ws / "identity.json").read_text())
+        pk = load_public_key({"algorithm": "MLDSA65-Ed25519-SHA512", "public_key": d["public_key"],
+                              "key_id": d["key_id"]})
+        source = "the workspace's own identity.json (pin it with --trust for an independent check)"
+    else:
+        pk, source = None, "none: checkpoint signatures NOT checked"
+    rep = AuditLedger(path, tenant=args.tenant).verify(public_key=pk)
+    if args.json:
+        _print_json({**rep.to_dict(), "checkpoint_key": source})
+    elif rep.ok:
+        print(f"OK: {rep.entries_checked} entries, {rep.checkpoints_checked} signed checkpoints, root {rep.root_hash}; "
+              f"checkpoint key: {source}")
+    else:
+        print(f"BROKEN at entry {rep.first_bad_seq}: {rep.reason}")
+    return EXIT_OK if rep.ok else EXIT_VERIFY
+
+
+# ---------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tinker-nb", description="tinker_nb: keys, signed packages and audit checks.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    k = sub.add_parser("keygen", help="create a passphrase-protected publisher or recipient identity")
+    from . import __version__
+
+    p = _Parser(prog="tinker-nb", description="tinker_nb: keys, signed TGSP packages and audit checks. "
+                                              "Exit codes: 0 ok, 1 verification failed, 2 usage, 3 key access, "
+                                              "4 other error.")
+    p.add_argument("--version", action="version", version=f"tinker-nb {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    def pw(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--passphrase-env", metavar="VAR",
+                       help=f"read the key passphrase from this environment variable (default ${PASSPHRASE_ENV}, "
+                            "else a prompt)")
+
+    def ws(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--workspace", default=os.environ.get("TINKER_NB_WORKSPACE", ".tinker_nb"))
+        s.add_argument("--tenant", default="default")
+        s.add_argument("--key-file", help="root key file of the workspace (if it was created with one)")
+        s.add_argument("--workspace-passphrase-env", metavar="VAR",
+                       help=f"variable holding the workspace passphrase (default ${WORKSPACE_PASSPHRASE_ENV})")
+
+    k = sub.add_parser("keygen", help="create a passphrase-protected publisher or recipient key (+ OUT.pub)")
     k.add_argument("kind", choices=["publisher", "recipient"])
-    k.add_argument("--out", required=True, help="private key file (the public key goes to OUT.pub)")
-    k.add_argument("--force", action="store_true")
-    k.add_argument("--passphrase-env", help="read the passphrase from this environment variable")
+    k.add_argument("--out", required=True, help="private key file; the public key goes to OUT.pub")
+    k.add_argument("--force", action="store_true", help="overwrite existing files")
+    pw(k)
     k.set_defaults(fn=cmd_keygen)
-    v = sub.add_parser("verify", help="verify a package against pinned publisher keys")
+
+    pk = sub.add_parser("pubkey", help="print or save the public key of a key file or of a workspace identity")
+    pk.add_argument("key", nargs="?", help="private key file (no passphrase needed)")
+    pk.add_argument("--workspace", help="export the workspace identity (the default package publisher)")
+    pk.add_argument("--out", help="write the public key file here instead of printing it")
+    pk.set_defaults(fn=cmd_pubkey)
+
+    v = sub.add_parser("verify", help="verify a package against pinned publisher keys (no torch)")
     v.add_argument("package")
-    v.add_argument("--trust", action="append", required=True, help="publisher public key file (repeatable)")
-    v.add_argument("--json", action="store_true")
+    v.add_argument("--trust", action="append", required=True, metavar="PUB",
+                   help="publisher public key file (repeatable); keys inside the package are never trusted")
+    v.add_argument("--json", action="store_true", help="print the verification report as JSON")
     v.set_defaults(fn=cmd_verify)
-    i = sub.add_parser("inspect", help="show manifest, DP certificate and evidence (no verification)")
+
+    i = sub.add_parser("inspect", help="show manifest, DP certificate and evidence WITHOUT verifying (no torch)")
     i.add_argument("package")
     i.add_argument("--json", action="store_true")
     i.set_defaults(fn=cmd_inspect)
-    for name, fn, hlp in (("export", cmd_export, "write a PEFT adapter folder"),
-                          ("open", cmd_open, "verify, decrypt and sample from a package")):
+
+    for name, fn, hlp in (("export", cmd_export, "verify, decrypt and write a PEFT adapter folder"),
+                          ("open", cmd_open, "verify, decrypt, load on the base model and sample")):
         s = sub.add_parser(name, help=hlp)
         s.add_argument("package")
-        s.add_argument("--identity", required=True, help="recipient identity file")
-        s.add_argument("--trust", action="append", required=True)
-        s.add_argument("--base-model", help="local base model folder (default: the manifest's ref)")
-        s.add_argument("--passphrase-env")
+        s.add_argument("--identity", required=True, help="recipient identity file (from keygen recipient)")
+        s.add_argument("--trust", action="append", required=True, metavar="PUB", help="publisher public key file")
+        s.add_argument("--base-model", help="local base model folder (default: the manifest's model ref)")
+        pw(s)
         if name == "export":
-            s.add_argument("--out", required=True)
+            s.add_argument("--out", required=True, help="output folder (must be new or empty)")
+            s.add_argument("--force", action="store_true", help="write into a non-empty folder")
         else:
-            s.add_argument("--prompt", action="append", required=True)
+            s.add_argument("--prompt", action="append", required=True, help="prompt (repeatable)")
             s.add_argument("--max-tokens", type=int, default=32)
-            s.add_argument("--temperature", type=float, default=0.0)
+            s.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
             s.add_argument("--seed", type=int, default=None)
+            s.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
         s.set_defaults(fn=fn)
-    pk = sub.add_parser("package", help="package a saved checkpoint (artifact id) of a workspace")
-    pk.add_argument("artifact")
-    pk.add_argument("--workspace", default=".tinker_nb")
-    pk.add_argument("--tenant", default="default")
-    pk.add_argument("--out", required=True)
-    pk.add_argument("--recipient", action="append", required=True)
-    pk.add_argument("--signer", help="publisher key file (default: the workspace identity)")
-    pk.add_argument("--expires-days", type=float, default=365.0)
-    pk.add_argument("--passphrase-env")
-    pk.set_defaults(fn=cmd_package)
-    a = sub.add_parser("audit", help="audit ledger operations")
-    asub = a.add_subparsers(dest="audit_cmd", required=True)
-    av = asub.add_parser("verify", help="verify a workspace's ledger")
-    av.add_argument("--workspace", default=".tinker_nb")
+
+    c = sub.add_parser("checkpoints", help="list the saved checkpoints (artifact ids) of a workspace")
+    ws(c)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(fn=cmd_checkpoints)
+
+    pa = sub.add_parser("package", help="package a saved checkpoint (artifact id) of a workspace (no torch)")
+    pa.add_argument("artifact", help="artifact id from save_state / `tinker-nb checkpoints`")
+    ws(pa)
+    pa.add_argument("--recipient", action="append", required=True, metavar="PUB",
+                    help="recipient public key file (repeatable)")
+    pa.add_argument("--out", required=True, help="package file to write, e.g. model.tgsp")
+    pa.add_argument("--signer", help="publisher key file (default: the workspace identity)")
+    pa.add_argument("--expires-days", type=float, default=365.0)
+    pw(pa)
+    pa.set_defaults(fn=cmd_package)
+
+    a = sub.add_parser("audit", help="audit ledger commands")
+    asub = a.add_subparsers(dest="audit_cmd", required=True, parser_class=_Parser, metavar="SUBCOMMAND")
+    av = asub.add_parser("verify", help="verify a workspace's ledger: chain, Merkle roots, signed checkpoints")
+    av.add_argument("--workspace", default=os.environ.get("TINKER_NB_WORKSPACE", ".tinker_nb"))
     av.add_argument("--tenant", default="default")
-    av.add_argument("--trust", help="public key that signs checkpoints (default: the workspace identity)")
+    av.add_argument("--trust", metavar="PUB", help="public key that signs the checkpoints (default: the workspace's)")
     av.add_argument("--json", action="store_true")
     av.set_defaults(fn=cmd_audit_verify)
     return p
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (see module docstring)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return EXIT_USAGE if exc.code else EXIT_OK
+    except _UsageError as exc:
+        print(f"tinker-nb: usage error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help / --version
+        return EXIT_OK if not exc.code else EXIT_USAGE
+    json_mode = getattr(args, "json", False)
     try:
         return args.fn(args)
     except (SignatureError, TrustError, IntegrityError, PackageError) as exc:
-        print(f"tinker-nb: verification failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if json_mode and args.cmd == "verify":
+            _print_json({"ok": False, "error": type(exc).__name__, "entry": getattr(exc, "entry", None),
+                         "message": str(exc)})
+        print(f"tinker-nb: verification failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_VERIFY
     except KeyAccessError as exc:
-        print(f"tinker-nb: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"tinker-nb: key access: {_one_line(exc)}", file=sys.stderr)
         return EXIT_KEYS
     except ConfigError as exc:
-        print(f"tinker-nb: {exc}", file=sys.stderr)
+        print(f"tinker-nb: usage error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except TinkerError as exc:
-        print(f"tinker-nb: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"tinker-nb: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_OTHER
     except KeyboardInterrupt:
         print("tinker-nb: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the CLI promises one line, never a traceback
+        if os.environ.get("TINKER_NB_DEBUG") == "1":
+            raise
+        print(f"tinker-nb: error: {type(exc).__name__}: {_one_line(exc)} (TINKER_NB_DEBUG=1 shows a traceback)",
+              file=sys.stderr)
+        return EXIT_OTHER
 
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-_ = Any

@@ -1,15 +1,24 @@
-"""TGSP v1 signed model packages: build, verify (torch-free), open at the edge, export to PEFT."""
+"""TGSP v1 signed model packages: build, verify (torch-free), open at the edge, export to PEFT.
+
+Torch-free: ``verify_package``, ``inspect_package``, ``unseal_adapter``, ``build_package``,
+``package_checkpoint``. ``open_package`` / ``export_peft`` (edge.py) import torch and peft on demand.
+"""
 
 from __future__ import annotations
 
-from .package import VerifyReport, build_package, decrypt_weights, verify_package
+from .package import VerifyReport, build_package, decrypt_weights, inspect_package, load_trust, unseal_adapter, verify_package
 
-__all__ = ["build_package", "verify_package", "decrypt_weights", "VerifyReport", "open_package", "export_peft"]
+__all__ = ["build_package", "verify_package", "inspect_package", "unseal_adapter", "decrypt_weights", "load_trust",
+           "VerifyReport", "package_checkpoint", "open_package", "export_peft", "EdgeModel"]
 
 
-def __getattr__(name: str):  # the edge loader imports torch: only on demand
-    if name in ("open_package", "export_peft", "EdgeModel"):
+def __getattr__(name: str):
+    if name in ("open_package", "export_peft", "EdgeModel"):  # the edge loader imports torch: only on demand
         from . import edge
 
         return getattr(edge, name)
-    raise AttributeError(name)
+    if name == "package_checkpoint":
+        from .session import package_checkpoint
+
+        return package_checkpoint
+    raise AttributeError(f"module 'tinker_nb.tgsp' has no attribute {name!r}")

@@ -1,58 +1,147 @@
-"""The DP certificate of a package: what was run, and ε recomputed from it at verify time (torch-free)."""
+"""The DP certificate of a package: what was run, and ε recomputed from it at verify time (torch-free).
+
+The certificate states the mechanism and every parameter that determines ε (σ, C, q, steps, δ, the
+run-length history of (σ, q, steps)), ε under the reporting accountant and under RDP, adjacency and
+sampling. The verifier recomputes both ε values from the parameters with ``tinker_nb.accounting``
+(dp_accounting, no torch) and refuses a certificate whose numbers do not follow from its parameters.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .. import accounting
 from ..errors import IntegrityError
+from . import format as F
+from .container import fail
 
-__all__ = ["make_certificate", "check_certificate"]
+__all__ = ["make_certificate", "check_certificate", "MECHANISM", "ADJACENCY", "REL_TOL", "SUBSTITUTE_TOL"]
+
+MECHANISM = ("DP-SGD: per-example gradients of the LoRA parameters clipped to L2 norm C, summed, Gaussian noise "
+             "of std σ·C added once per step, normalised by the expected batch size; Poisson-subsampled "
+             "Gaussian mechanism composed over the steps")
+ADJACENCY = "add/remove one example"
+REL_TOL = 0.02  # same accountant, possibly another dp_accounting version
+SUBSTITUTE_TOL = 0.05  # PRV certificates are recomputed with PLD (PRV needs torch); they agree within a few %
+_E = F.CERTIFICATE
 
 
-def make_certificate(metrics: Any, *, history: list, library_version: str) -> dict[str, Any]:
-    """Certificate fields from a session's DPMetrics and accountant history."""
-    if not metrics.dp_enabled:
-        return {"format": "tgsp/v1/dp-certificate", "dp": False,
-                "statement": "This adapter was trained WITHOUT differential privacy. No privacy guarantee is made "
-                             "about the training data."}
-    eps_rdp = accounting.epsilon(history, delta=metrics.delta, accountant="rdp")
+def make_certificate(*, training_config: dict, history: list, steps: int, dataset_size: int | None,
+                     sampling: str, noise_seed_fixed: bool, library: str) -> dict[str, Any]:
+    """Certificate fields from a run's parameters (a checkpoint's state.json has all of them)."""
+    dp = training_config.get("dp_config")
+    if not dp:
+        return {"format": F.CERTIFICATE_FORMAT, "dp": False, "steps": int(steps), "library": library,
+                "statement": "This adapter was trained WITHOUT differential privacy (dp_config=None). No privacy "
+                             "guarantee of any kind is made about its training data."}
+    hist = [[float(s), float(q), int(n)] for s, q, n in history]
+    delta = float(dp["target_delta"])
+    acct = dp.get("accountant", "pld")
+    eps = accounting.epsilon(hist, delta=delta, accountant=acct)
+    eps_rdp = accounting.epsilon(hist, delta=delta, accountant="rdp")
+    batch = int(training_config["batch_size"])
+    sigma = hist[-1][0] if hist else dp.get("noise_multiplier")
+    q = hist[-1][1] if hist else (batch / dataset_size if dataset_size else None)
+    valid = sampling in ("poisson", "none") and not noise_seed_fixed
+    notes = []
+    if sampling not in ("poisson", "none"):
+        notes.append(f"batches were {sampling}, not all drawn by the library's Poisson sampler: the stated ε "
+                     "assumes Poisson sampling and is NOT a valid guarantee for this run.")
+    if noise_seed_fixed:
+        notes.append("the noise seed was fixed by the caller: anyone who knows it can remove the noise; the stated "
+                     "ε is NOT a valid guarantee.")
+    c = float(dp["max_grad_norm"])
+    statement = (f"Trained with DP-SGD for {steps} steps (noise multiplier σ={_g(sigma)}, clipping norm C={_g(c)}, "
+                 f"Poisson sample rate q={_g(q)}). The released adapter satisfies ({eps:.4g}, {delta:g})-differential "
+                 f"privacy with respect to adding or removing one training example, by the {acct.upper()} accountant "
+                 f"(RDP gives ε={eps_rdp:.4g}).")
+    if not valid:
+        statement += " HOWEVER, this run does not meet the accounting's assumptions: the guarantee is NOT valid."
     return {
-        "format": "tgsp/v1/dp-certificate", "dp": True,
-        "mechanism": "DP-SGD: per-example clipping (flat, L2) + Gaussian noise, Poisson-subsampled Gaussian mechanism",
-        "noise_multiplier": metrics.noise_multiplier, "max_grad_norm": metrics.max_grad_norm,
-        "sample_rate": metrics.sample_rate, "expected_batch_size": metrics.expected_batch_size,
-        "steps": metrics.steps, "history": [[float(s), float(q), int(n)] for s, q, n in history],
-        "delta": metrics.delta, "epsilon": metrics.epsilon_spent, "epsilon_rdp": eps_rdp,
-        "accountant": metrics.accountant, "accountant_version": accounting.accountant_version(),
-        "adjacency": "add/remove one example", "sampling": metrics.sampling,
-        "accounting_valid": metrics.accounting_valid, "notes": list(metrics.notes),
-        "library": library_version,
-        "statement": (f"Trained with DP-SGD for {metrics.steps} steps (σ={metrics.noise_multiplier:.4g}, "
-                      f"C={metrics.max_grad_norm:g}, q={metrics.sample_rate:.4g}); the released adapter satisfies "
-                      f"({metrics.epsilon_spent:.3f}, {metrics.delta:g})-differential privacy with respect to adding "
-                      f"or removing one training example ({metrics.accountant.upper()} accountant)"
-                      + ("." if metrics.accounting_valid else
-                         ", BUT the run's sampling or noise seed does not meet the assumptions: not a valid guarantee.")),
+        "format": F.CERTIFICATE_FORMAT, "dp": True, "mechanism": MECHANISM,
+        "noise_multiplier": sigma, "max_grad_norm": c, "sample_rate": q, "expected_batch_size": batch,
+        "dataset_size": dataset_size, "steps": int(steps), "history": hist, "delta": delta,
+        "target_epsilon": dp.get("target_epsilon"), "epsilon": eps, "accountant": acct, "epsilon_rdp": eps_rdp,
+        "accountant_version": accounting.accountant_version(),
+        "accountant_parameters": {"pld_value_discretization_interval": accounting.PLD_DISCRETIZATION,
+                                  "rdp_orders": list(accounting.RDP_ORDERS)},
+        "adjacency": ADJACENCY, "sampling": sampling,
+        "noise_seed": "fixed by the caller" if noise_seed_fixed else "secret (drawn from the OS, never stored in clear)",
+        "accounting_valid": valid, "notes": notes, "library": library, "statement": statement,
     }
 
 
-def check_certificate(cert: dict[str, Any], *, rel_tol: float = 0.02) -> dict[str, Any]:
-    """Recompute ε from the certificate's own parameters; IntegrityError if the stated ε is understated."""
-    if not cert.get("dp"):
-        return {"dp": False}
+def _g(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+def _close(stated: float, recomputed: float, tol: float) -> bool:
+    if recomputed == 0:
+        return stated == 0
+    return abs(stated - recomputed) <= tol * recomputed
+
+
+def check_certificate(cert: Any) -> dict[str, Any]:
+    """Recompute ε (reporting accountant and RDP) from the certificate's parameters; IntegrityError if they differ.
+
+    Returns a summary: dp, epsilon (stated), epsilon_recomputed, accountant used, epsilon_rdp,
+    delta, accounting_valid, statement.
+    """
+    if not isinstance(cert, dict) or cert.get("format") != F.CERTIFICATE_FORMAT:
+        raise fail(IntegrityError, _E, f"not a {F.CERTIFICATE_FORMAT} document.")
+    if not isinstance(cert.get("statement"), str) or not cert["statement"]:
+        raise fail(IntegrityError, _E, "has no statement.")
+    if cert.get("dp") is False:
+        if "WITHOUT differential privacy" not in cert["statement"]:
+            raise fail(IntegrityError, _E, "a non-DP certificate must say plainly that no guarantee is made.")
+        return {"dp": False, "statement": cert["statement"], "steps": cert.get("steps")}
+    if cert.get("dp") is not True:
+        raise fail(IntegrityError, _E, "'dp' must be true or false.")
     try:
         hist = [(float(s), float(q), int(n)) for s, q, n in cert["history"]]
-        delta = float(cert["delta"])
-        stated = float(cert["epsilon"])
+        delta, stated, stated_rdp = float(cert["delta"]), float(cert["epsilon"]), float(cert["epsilon_rdp"])
+        steps, acct = int(cert["steps"]), str(cert["accountant"])
+        sigma, q, c = cert["noise_multiplier"], cert["sample_rate"], float(cert["max_grad_norm"])
     except (KeyError, TypeError, ValueError):
-        raise IntegrityError("dp_certificate.json: missing or malformed parameters.") from None
-    if sum(n for _, _, n in hist) != int(cert.get("steps", -1)):
-        raise IntegrityError("dp_certificate.json: the history's steps do not add up to 'steps'.")
-    acct = cert.get("accountant") if cert.get("accountant") in ("pld", "rdp") else "pld"
-    recomputed = accounting.epsilon(hist, delta=delta, accountant=acct)
-    if stated + 1e-9 < recomputed * (1 - rel_tol):
-        raise IntegrityError(f"dp_certificate.json: stated ε={stated:.4g} but its parameters give "
-                             f"ε={recomputed:.4g} ({acct}).")
-    return {"dp": True, "epsilon_stated": stated, "epsilon_recomputed": recomputed, "accountant": acct,
-            "accounting_valid": bool(cert.get("accounting_valid"))}
+        raise fail(IntegrityError, _E, "missing or malformed parameters (history, delta, epsilon, epsilon_rdp, "
+                                       "steps, accountant, noise_multiplier, sample_rate, max_grad_norm).") from None
+    if not (0 < delta < 1) or not math.isfinite(stated) or stated < 0 or not c > 0:
+        raise fail(IntegrityError, _E, "delta must be in (0, 1), epsilon finite and >= 0, max_grad_norm > 0.")
+    if cert.get("adjacency") != ADJACENCY:
+        raise fail(IntegrityError, _E, f"adjacency must be {ADJACENCY!r} in TGSP v1.")
+    if sum(n for _, _, n in hist) != steps or any(n <= 0 for _, _, n in hist):
+        raise fail(IntegrityError, _E, "the history's step counts do not add up to 'steps'.")
+    if any(s != sigma or qq != q for s, qq, _ in hist):
+        raise fail(IntegrityError, _E, "the history disagrees with noise_multiplier / sample_rate.")
+    n, b = cert.get("dataset_size"), cert.get("expected_batch_size")
+    if hist and n and b and not math.isclose(float(q), int(b) / int(n), rel_tol=1e-9):
+        raise fail(IntegrityError, _E, f"sample_rate {q} is not expected_batch_size / dataset_size ({b}/{n}).")
+    should_be_valid = cert.get("sampling") in ("poisson", "none") and str(cert.get("noise_seed", "")).startswith("secret")
+    if bool(cert.get("accounting_valid")) and not should_be_valid:
+        raise fail(IntegrityError, _E, "claims accounting_valid although its sampling or noise seed break the "
+                                       "accounting's assumptions.")
+    try:
+        if acct in ("pld", "rdp"):
+            used, tol = acct, REL_TOL
+        elif acct == "prv":
+            used, tol = "pld", SUBSTITUTE_TOL
+        else:
+            raise fail(IntegrityError, _E, f"unknown accountant {acct!r} (TGSP v1: pld, prv, rdp).")
+        recomputed = accounting.epsilon(hist, delta=delta, accountant=used)
+        recomputed_rdp = accounting.epsilon(hist, delta=delta, accountant="rdp")
+    except IntegrityError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ConfigError from bad σ/q, numeric failures
+        raise fail(IntegrityError, _E, f"its parameters cannot be accounted: {exc}") from None
+    if not _close(stated, recomputed, tol):
+        raise fail(IntegrityError, _E, f"states ε={stated:.6g} but its parameters give ε={recomputed:.6g} "
+                                       f"({used.upper()}, tolerance {tol:.0%}).")
+    if not _close(stated_rdp, recomputed_rdp, REL_TOL):
+        raise fail(IntegrityError, _E, f"states RDP ε={stated_rdp:.6g} but its parameters give "
+                                       f"ε={recomputed_rdp:.6g}.")
+    return {"dp": True, "epsilon": stated, "epsilon_recomputed": recomputed, "recomputed_with": used,
+            "accountant": acct, "epsilon_rdp": stated_rdp, "epsilon_rdp_recomputed": recomputed_rdp,
+            "delta": delta, "steps": steps, "noise_multiplier": sigma, "max_grad_norm": c, "sample_rate": q,
+            "accounting_valid": bool(cert.get("accounting_valid")), "statement": cert["statement"],
+            "notes": list(cert.get("notes") or [])}

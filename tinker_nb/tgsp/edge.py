@@ -1,7 +1,9 @@
-"""Edge loader and PEFT export: open a verified package and use its adapter without a training session.
+"""Edge loader and PEFT export: use a package's adapter without a training session.
 
-Imports torch, transformers and peft (never opacus). ``open_package`` returns an ``EdgeModel`` with
-``sample()``; ``export_peft`` writes a standard PEFT adapter folder.
+``open_package`` verifies the package, unseals it with a recipient identity, checks the local base
+model against the signed digests, and loads the adapter with peft, returning an ``EdgeModel`` with
+``sample()``. ``export_peft`` writes a standard PEFT adapter folder. Imports torch, transformers and
+peft, never opacus, and never writes decrypted weights anywhere except the export folder.
 """
 
 from __future__ import annotations
@@ -12,14 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import IntegrityError
-from .package import VerifyReport, decrypt_weights
+from ..errors import ConfigError, IntegrityError
+from .container import fail
+from .package import VerifyReport, unseal_adapter
+from .session import _file_sha, resolve_base_model
 
-__all__ = ["EdgeModel", "open_package", "export_peft"]
+__all__ = ["EdgeModel", "open_package", "export_peft", "check_base_model"]
 
 
 @dataclass
 class EdgeModel:
+    """A base model with a package's adapter loaded, ready to sample (no optimizer, no DP machinery)."""
+
     model: Any
     tokenizer: Any
     manifest: dict
@@ -28,69 +34,92 @@ class EdgeModel:
 
     def sample(self, prompts, *, max_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
                top_k: int | None = None, stop=None, seed: int | None = None, num_samples: int = 1):
+        """Generate completions exactly like ``TrainingClient.sample`` (temperature 0 = greedy)."""
         from ..engine.generation import generate
 
-        max_pos = int(getattr(self.model.config, "max_position_embeddings", 10**9))
+        max_pos = int(getattr(self.model.config, "max_position_embeddings", 0) or 10**9)
         return generate(self.model, self.tokenizer, prompts, max_tokens=max_tokens, temperature=temperature,
                         top_p=top_p, top_k=top_k, stop=stop, seed=seed, num_samples=num_samples, device=self.device,
                         max_positions=max_pos)
 
-
-def _base(manifest: dict, base_model_path: str | None):
-    from ..engine.assets import resolve_model_ref
-    from .session import model_digests
-
-    path = base_model_path or resolve_model_ref(manifest["base_model"]["ref"])
-    want = manifest["base_model"].get("sha256")
-    if want and Path(path).is_dir():
-        have, _ = model_digests(path)
-        if have["sha256"] != want:
-            raise IntegrityError("the base model's weights differ from the ones the package was trained on "
-                                 "(base_model.sha256 mismatch).")
-    return path
+    def __repr__(self) -> str:
+        return (f"EdgeModel(package={self.manifest['package_id']}, base={self.manifest['base_model']['ref']!r}, "
+                f"rank={self.manifest['lora_config']['rank']})")
 
 
-def open_package(path: str | os.PathLike, *, identity: Any, trust: list, base_model_path: str | None = None,
+def check_base_model(manifest: dict, base_model_path: str | os.PathLike | None = None) -> Path:
+    """The local base model folder, after checking its weights and tokenizer against the signed digests."""
+    bm = manifest["base_model"]
+    folder = Path(base_model_path) if base_model_path is not None else resolve_base_model(bm["ref"])
+    if folder is None or not folder.is_dir():
+        raise ConfigError(f"base model {bm['ref']!r} is not available locally; pass base_model_path= (or "
+                          "--base-model) with the folder of that model.")
+    for name, want in sorted((bm.get("weights") or {}).items()):
+        p = folder / name
+        if not p.is_file() or _file_sha(p) != want:
+            raise fail(IntegrityError, "manifest.json", f"base model file {name} in {folder} is missing or differs "
+                                                        "from the one the adapter was trained on.")
+    tok = manifest.get("tokenizer_sha256")
+    if tok and (not (folder / "tokenizer.json").is_file() or _file_sha(folder / "tokenizer.json") != tok):
+        raise fail(IntegrityError, "manifest.json", f"tokenizer.json in {folder} differs from the training tokenizer.")
+    return folder
+
+
+def _peft_config(manifest: dict, base: Path):
+    from peft import LoraConfig
+
+    lc = manifest["lora_config"]
+    return LoraConfig(r=int(lc["rank"]), lora_alpha=lc["alpha"], lora_dropout=float(lc.get("dropout", 0.0)),
+                      target_modules=list(lc["target_modules"]), bias="none", task_type="CAUSAL_LM",
+                      base_model_name_or_path=str(base))
+
+
+def open_package(path: str | os.PathLike, *, identity: Any, trust: Any, base_model_path: str | os.PathLike | None = None,
                  device: str | None = None) -> EdgeModel:
-    """Verify, unseal with ``identity``, decrypt, and load the adapter onto its base model."""
+    """Verify, unseal with ``identity``, decrypt, and load the adapter onto its (checked) base model."""
+    adapter, manifest, report = unseal_adapter(path, identity=identity, trust=trust)
+    base = check_base_model(manifest, base_model_path)
     import torch
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from peft import get_peft_model, set_peft_model_state_dict
     from safetensors.torch import load as st_load
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    adapter, manifest, report = decrypt_weights(path, identity=identity, trust=trust)
-    base = _base(manifest, base_model_path)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    tok = AutoTokenizer.from_pretrained(base, local_files_only=Path(base).is_dir())
+    tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base, local_files_only=Path(base).is_dir()).to(dev)
-    lc = manifest["lora_config"]
-    model = get_peft_model(model, LoraConfig(r=lc["rank"], lora_alpha=lc["alpha"], lora_dropout=lc["dropout"],
-                                             target_modules=list(lc["target_modules"]), bias="none",
-                                             task_type="CAUSAL_LM"))
-    res = set_peft_model_state_dict(model, st_load(adapter))
-    if getattr(res, "unexpected_keys", None):
-        raise IntegrityError(f"adapter has unexpected tensors: {res.unexpected_keys[:3]}")
+    model = AutoModelForCausalLM.from_pretrained(str(base), local_files_only=True).to(dev)
+    model = get_peft_model(model, _peft_config(manifest, base))
+    tensors = st_load(adapter)
+    res = set_peft_model_state_dict(model, tensors)
+    unexpected = list(getattr(res, "unexpected_keys", []) or [])
+    missing = [k for k in (getattr(res, "missing_keys", []) or []) if "lora_" in k]
+    if unexpected or missing:
+        raise fail(IntegrityError, "weights.enc", f"the adapter does not fit the LoRA config "
+                                                  f"(unexpected {unexpected[:2]}, missing {missing[:2]}).")
     model.eval()
     return EdgeModel(model, tok, manifest, report, dev)
 
 
-def export_peft(path: str | os.PathLike, out_dir: str | os.PathLike, *, identity: Any, trust: list,
-                base_model_path: str | None = None) -> Path:
-    """Write ``adapter_config.json`` + ``adapter_model.safetensors`` for ``peft.PeftModel.from_pretrained``."""
-    from peft import LoraConfig
+def export_peft(path: str | os.PathLike, out_dir: str | os.PathLike, *, identity: Any, trust: Any,
+                base_model_path: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+    """Write ``adapter_config.json`` + ``adapter_model.safetensors`` for ``peft.PeftModel.from_pretrained``.
 
-    adapter, manifest, _ = decrypt_weights(path, identity=identity, trust=trust)
-    base = _base(manifest, base_model_path)
+    Also writes ``tgsp_provenance.json`` (package id, manifest digest, publisher, DP statement). The
+    adapter file is created with mode 0600: it is the decrypted model.
+    """
     out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise ConfigError(f"{out} exists and is not an empty folder; choose another folder or pass overwrite=True.")
+    adapter, manifest, report = unseal_adapter(path, identity=identity, trust=trust)
+    base = check_base_model(manifest, base_model_path)
     out.mkdir(parents=True, exist_ok=True)
-    lc = manifest["lora_config"]
-    cfg = LoraConfig(r=lc["rank"], lora_alpha=lc["alpha"], lora_dropout=lc["dropout"],
-                     target_modules=list(lc["target_modules"]), bias="none", task_type="CAUSAL_LM",
-                     base_model_name_or_path=str(base))
-    cfg.save_pretrained(str(out))
-    (out / "adapter_model.safetensors").write_bytes(adapter)
-    (out / "tgsp_provenance.json").write_text(json.dumps({"package_id": manifest["package_id"],
-                                                          "publisher": manifest["publisher"]}, indent=1))
+    _peft_config(manifest, base).save_pretrained(str(out))
+    fd = os.open(out / "adapter_model.safetensors", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(adapter)
+    prov = {"package_id": manifest["package_id"], "manifest_sha256": report.manifest_sha256,
+            "publisher_key_id": report.publisher_key_id, "base_model": manifest["base_model"]["ref"],
+            "adapter_sha256": manifest["adapter"]["sha256"], "dp_statement": report.certificate.get("statement")}
+    (out / "tgsp_provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
     return out

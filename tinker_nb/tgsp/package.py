@@ -1,10 +1,10 @@
-"""Build and verify TGSP v1 packages (torch-free; see docs/TGSP_SPEC.md).
+"""Build, verify and unseal TGSP v1 packages (torch-free; docs/TGSP_SPEC.md).
 
-A package is a zip with exactly six stored entries. ``manifest.json`` (canonical JSON) lists the
-SHA-256 of the four content entries; ``manifest.sig`` is a composite ML-DSA-65 + Ed25519 signature over
-the manifest bytes with context ``tgsp/v1``. ``weights.enc`` is the adapter (safetensors) encrypted with
-Cobblestone-256 under a random package key that ``recipients.json`` seals to each recipient with HPKE
-X-Wing. Verification trusts only pinned publisher keys passed by the caller.
+``manifest.json`` (canonical JSON) lists the SHA-256 and size of the four content entries;
+``manifest.sig`` is a composite ML-DSA-65 + Ed25519 signature over the manifest bytes with context
+``tgsp/v1``. ``weights.enc`` is the adapter (safetensors) encrypted with Cobblestone-256 under a fresh
+package key, which ``recipients.json`` seals to each recipient with HPKE X-Wing. Verification trusts
+only the pinned publisher keys the caller passes, never a key found inside the package.
 """
 
 from __future__ import annotations
@@ -14,194 +14,344 @@ import hashlib
 import io
 import json
 import os
+import re
 import uuid
-import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 from ..canonical import canonical_json
 from ..errors import IntegrityError, KeyAccessError, PackageError, SignatureError, TrustError
-from ..security.aead import decrypt_stream, encrypt_stream, new_key
+from ..security.aead import encrypt_stream, new_key
 from ..security.kem import SUITE_NAME, RecipientIdentity, RecipientPublicKey, seal
-from ..security.signing import ALGORITHM, HybridPublicKey, HybridSigner
+from ..security.signing import ALGORITHM, HybridPublicKey, HybridSigner, load_public_key
 from . import format as F
+from .adapter import parse_header
 from .certificate import check_certificate
+from .container import Container, fail, write_container
+from .evidence import check_evidence
 
-__all__ = ["build_package", "verify_package", "decrypt_weights", "VerifyReport", "read_entries"]
+__all__ = ["build_package", "verify_package", "unseal_adapter", "decrypt_weights", "inspect_package",
+           "VerifyReport", "load_trust"]
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass
 class VerifyReport:
+    """What ``verify_package`` established. Every listed check passed (a failure raises instead)."""
+
     ok: bool
     package_id: str
+    manifest_sha256: str
     publisher_key_id: str
     created: str
     expires: str
-    entries: dict[str, str]
+    base_model: dict
+    lora_config: dict
+    adapter_sha256: str
+    entries: dict[str, dict]
     certificate: dict[str, Any]
+    evidence: dict[str, Any]
     recipients: list[str]
     checks: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def __str__(self) -> str:
+        lines = [f"TGSP package {self.package_id}: VERIFIED",
+                 f"  publisher {self.publisher_key_id} (pinned)",
+                 f"  created {self.created}, expires {self.expires}"]
+        lines += [f"  ✓ {c}" for c in self.checks]
+        lines += [f"  ⚠ {w}" for w in self.warnings]
+        return "\n".join(lines)
 
 
 def _sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
+def load_trust(trust: Any) -> list[HybridPublicKey]:
+    """Normalise a trust store: public keys, key files, key dicts (one or a list)."""
+    if trust is None:
+        return []
+    if isinstance(trust, (HybridPublicKey, str, os.PathLike, dict, bytes)):
+        trust = [trust]
+    keys = []
+    for t in trust:
+        try:
+            keys.append(load_public_key(t))
+        except (KeyAccessError, SignatureError) as exc:
+            raise TrustError(f"cannot load trusted publisher key {t if isinstance(t, (str, os.PathLike)) else ''}: "
+                             f"{exc}") from None
+    return keys
+
+
+# ---------------------------------------------------------------------- build
 def build_package(path: str | os.PathLike, *, adapter: bytes, base_model: dict, lora_config: dict,
                   tokenizer_sha256: str | None, evidence: dict, certificate: dict, signer: HybridSigner,
-                  recipients: list[RecipientPublicKey], expires_in_days: float = 365.0) -> dict:
-    """Write a signed package to ``path`` atomically; returns the manifest."""
-    if not recipients:
-        raise PackageError("a package needs at least one recipient public key.")
+                  recipients: Iterable[RecipientPublicKey], expires_in_days: float = 365.0,
+                  now: datetime | None = None) -> dict:
+    """Encrypt, seal, sign and write a package to ``path`` atomically; returns the manifest.
+
+    ``adapter`` is a safetensors file with PEFT tensor names. Low level: ``TrainingClient.package`` and
+    ``package_checkpoint`` fill in the base model digests, evidence and certificate.
+    """
     if not isinstance(signer, HybridSigner):
-        raise PackageError("signer must be a HybridSigner (see `tinker-nb keygen`).")
+        raise PackageError("signer must be a HybridSigner (create one with `tinker-nb keygen publisher`).")
+    recips = list(recipients)
+    if not recips:
+        raise PackageError("a package needs at least one recipient public key.")
+    if len(recips) > F.MAX_RECIPIENTS:
+        raise PackageError(f"at most {F.MAX_RECIPIENTS} recipients per package.")
+    if not all(isinstance(r, RecipientPublicKey) for r in recips):
+        raise PackageError("recipients must be RecipientPublicKey objects (load files with load_recipient).")
+    if not isinstance(expires_in_days, (int, float)) or not 0 < expires_in_days <= 36600:
+        raise PackageError(f"expires_in_days must be in (0, 36600], got {expires_in_days!r}.")
+    parse_header(adapter)
     package_id = uuid.uuid4().hex
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    created = (now or datetime.now(timezone.utc)).replace(microsecond=0)
     key = new_key()
     sink = io.BytesIO()
     encrypt_stream(key, [adapter], sink, context=F.WEIGHTS_CONTEXT_PREFIX + package_id.encode())
     weights = sink.getvalue()
-    stanzas = []
-    seen = set()
-    for r in recipients:
-        if not isinstance(r, RecipientPublicKey):
-            raise PackageError("recipients must be RecipientPublicKey objects (load them with load_recipient).")
+    stanzas, seen = [], set()
+    for r in recips:
         if r.key_id in seen:
             continue
         seen.add(r.key_id)
         stanzas.append({"key_id": r.key_id, "sealed": base64.b64encode(
             seal(r, key, info=F.HPKE_INFO, aad=package_id.encode())).decode()})
-    recipients_json = canonical_json({"suite": SUITE_NAME, "recipients": stanzas})
-    evidence_json = canonical_json(evidence)
-    cert_json = canonical_json(certificate)
-    contents = {F.WEIGHTS: weights, F.RECIPIENTS: recipients_json, F.EVIDENCE: evidence_json, F.CERTIFICATE: cert_json}
+    del key
+    contents = {F.WEIGHTS: weights,
+                F.RECIPIENTS: canonical_json({"format": F.RECIPIENTS_FORMAT, "suite": SUITE_NAME,
+                                              "recipients": stanzas}),
+                F.EVIDENCE: canonical_json(evidence), F.CERTIFICATE: canonical_json(certificate)}
     manifest = {
-        "format": F.FORMAT, "package_id": package_id, "created": now.isoformat(),
-        "expires": (now + timedelta(days=expires_in_days)).isoformat(),
+        "format": F.FORMAT, "package_id": package_id,
+        "created": F.format_time(created), "expires": F.format_time(created + timedelta(days=expires_in_days)),
         "base_model": base_model, "lora_config": lora_config, "tokenizer_sha256": tokenizer_sha256,
-        "adapter_sha256": _sha(adapter),
-        "entries": {name: _sha(data) for name, data in contents.items()},
+        "adapter": {"format": "safetensors", "tensor_names": "peft", "sha256": _sha(adapter), "size": len(adapter)},
+        "entries": {name: {"sha256": _sha(data), "size": len(data)} for name, data in contents.items()},
         "publisher": {"key_id": signer.key_id, "algorithm": ALGORITHM},
-        "signature_algorithm": ALGORITHM, "weights_encryption": "Cobblestone-256 (AES-256-GCM, chunked)",
-        "recipient_suite": SUITE_NAME,
+        "signature_algorithm": ALGORITHM, "signature_context": F.SIGN_CONTEXT.decode(),
+        "weights_encryption": F.WEIGHTS_ENCRYPTION, "recipient_suite": SUITE_NAME,
     }
     manifest_bytes = canonical_json(manifest)
     sig = canonical_json({"algorithm": ALGORITHM, "key_id": signer.key_id,
                           "signature": base64.b64encode(signer.sign(manifest_bytes, context=F.SIGN_CONTEXT)).decode()})
-    out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
-        for name, data in ((F.MANIFEST, manifest_bytes), (F.SIGNATURE, sig), *contents.items()):
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            z.writestr(info, data)
-    os.replace(tmp, out)
+    write_container(path, {F.MANIFEST: manifest_bytes, F.SIGNATURE: sig, **contents})
     return manifest
 
 
-def read_entries(path: str | os.PathLike) -> dict[str, bytes]:
-    """Read the zip with shape checks: exactly the six entries, once each, within size limits."""
-    p = Path(path)
-    if not p.is_file():
-        raise PackageError(f"{p}: no such package file.")
+# ---------------------------------------------------------------------- verify
+def _json(c: Container, name: str) -> Any:
     try:
-        z = zipfile.ZipFile(p)
-    except (zipfile.BadZipFile, OSError):
-        raise PackageError(f"{p}: not a zip archive.") from None
-    with z:
-        infos = z.infolist()
-        names = [i.filename for i in infos]
-        for n in names:
-            if n.startswith("/") or ".." in n.split("/") or "\\" in n or n not in F.ENTRIES:
-                raise PackageError(f"unexpected entry {n!r} (only {', '.join(F.ENTRIES)} are allowed).")
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise PackageError(f"duplicate entries: {sorted(dup)}.")
-        missing = [n for n in F.ENTRIES if n not in names]
-        if missing:
-            raise PackageError(f"missing entries: {missing}.")
-        out = {}
-        for i in infos:
-            if i.file_size > F.MAX_SIZES[i.filename]:
-                raise PackageError(f"entry {i.filename!r} is {i.file_size} bytes, over its limit of "
-                                   f"{F.MAX_SIZES[i.filename]}.")
-            try:
-                data = z.read(i)
-            except (zipfile.BadZipFile, OSError, ValueError):
-                raise IntegrityError(f"entry {i.filename!r} is corrupt (zip CRC or framing).") from None
-            out[i.filename] = data
-        return out
-
-
-def _json(entries: dict[str, bytes], name: str) -> dict:
-    try:
-        return json.loads(entries[name])
+        return json.loads(c.small[name])
     except (ValueError, UnicodeDecodeError):
-        raise PackageError(f"{name} is not valid JSON.") from None
+        raise fail(PackageError, name, "not valid UTF-8 JSON.") from None
 
 
-def verify_package(path: str | os.PathLike, *, trust: list[HybridPublicKey], now: datetime | None = None) -> VerifyReport:
-    """Verify shape, publisher trust, both signature halves, every digest, expiry and the DP certificate."""
-    if not trust:
-        raise TrustError("no trusted publisher keys given: pass trust=[publisher public keys] (keys inside a "
-                         "package are never trusted).")
-    e = read_entries(path)
-    checks = ["zip shape: six fixed entries, no duplicates, within size limits"]
-    sig = _json(e, F.SIGNATURE)
+def _check_signature(c: Container, trust: list[HybridPublicKey]) -> HybridPublicKey:
+    sig = _json(c, F.SIGNATURE)
+    if not isinstance(sig, dict) or sig.get("algorithm") != ALGORITHM:
+        raise fail(SignatureError, F.SIGNATURE, f"not a {ALGORITHM} signature document.")
     pinned = {k.key_id: k for k in trust}
     key = pinned.get(sig.get("key_id"))
     if key is None:
-        raise TrustError(f"manifest.sig: signer {str(sig.get('key_id'))[:16]}… is not in the trust store.")
+        raise fail(TrustError, F.SIGNATURE, f"signed by key {str(sig.get('key_id'))[:16]}…, which is not in the "
+                                           "trust store (pin the publisher's public key with trust=/--trust).")
     try:
-        raw_sig = base64.b64decode(sig["signature"], validate=True)
-    except (KeyError, ValueError):
-        raise SignatureError("manifest.sig: malformed signature encoding.") from None
+        raw = base64.b64decode(sig.get("signature", ""), validate=True)
+    except (ValueError, TypeError):
+        raise fail(SignatureError, F.SIGNATURE, "the signature is not valid base64.") from None
     try:
-        key.verify(e[F.MANIFEST], raw_sig, context=F.SIGN_CONTEXT)
+        key.verify(c.small[F.MANIFEST], raw, context=F.SIGN_CONTEXT)
     except SignatureError as exc:
-        raise SignatureError(f"manifest.sig: {exc}") from None
-    checks.append("manifest.sig: ML-DSA-65 and Ed25519 halves verify under a pinned key")
-    m = _json(e, F.MANIFEST)
-    if e[F.MANIFEST] != canonical_json(m):
-        raise PackageError("manifest.json is not canonical JSON.")
+        raise fail(SignatureError, F.SIGNATURE, f"does not verify over manifest.json: {exc}") from None
+    return key
+
+
+def _check_manifest(c: Container, key: HybridPublicKey, now: datetime) -> dict:
+    m = _json(c, F.MANIFEST)
+    if not isinstance(m, dict) or c.small[F.MANIFEST] != canonical_json(m):
+        raise fail(PackageError, F.MANIFEST, "not canonical JSON.")
     if m.get("format") != F.FORMAT:
-        raise PackageError(f"manifest.json: unsupported format {m.get('format')!r}.")
-    if m.get("publisher", {}).get("key_id") != key.key_id:
-        raise SignatureError("manifest.json: publisher key id differs from the signing key.")
-    for name in F.HASHED:
-        if m.get("entries", {}).get(name) != _sha(e[name]):
-            raise IntegrityError(f"{name}: SHA-256 does not match the signed manifest.")
-    checks.append("digests of weights.enc, recipients.json, evidence.json, dp_certificate.json match")
-    now = now or datetime.now(timezone.utc)
+        raise fail(PackageError, F.MANIFEST, f"unsupported format {m.get('format')!r} (this verifier reads {F.FORMAT}).")
     try:
-        expires = datetime.fromisoformat(m["expires"])
-    except (KeyError, ValueError):
-        raise PackageError("manifest.json: bad 'expires'.") from None
+        pid, pub, entries, adapter = m["package_id"], m["publisher"], m["entries"], m["adapter"]
+        created, expires = F.parse_time(m["created"]), F.parse_time(m["expires"])
+        m["base_model"]["ref"], m["lora_config"]["rank"]
+    except (KeyError, TypeError, ValueError):
+        raise fail(PackageError, F.MANIFEST, "missing or malformed fields (package_id, created, expires, publisher, "
+                                             "entries, adapter, base_model, lora_config).") from None
+    if not isinstance(pid, str) or not _HEX32.match(pid):
+        raise fail(PackageError, F.MANIFEST, "package_id must be 32 lowercase hex characters.")
+    if pub.get("key_id") != key.key_id or m.get("signature_algorithm") != ALGORITHM \
+            or m.get("signature_context") != F.SIGN_CONTEXT.decode():
+        raise fail(SignatureError, F.MANIFEST, "publisher key id, signature algorithm or context differ from the "
+                                               "signature that covers it.")
+    if not isinstance(entries, dict) or sorted(entries) != sorted(F.HASHED):
+        raise fail(PackageError, F.MANIFEST, f"'entries' must list exactly {', '.join(F.HASHED)}.")
+    if not isinstance(adapter, dict) or not _HEX64.match(str(adapter.get("sha256"))):
+        raise fail(PackageError, F.MANIFEST, "adapter.sha256 is missing or malformed.")
     if now >= expires:
-        raise TrustError(f"package expired at {m['expires']}.")
+        raise fail(TrustError, F.MANIFEST, f"the package expired at {m['expires']}.")
+    if created > now + timedelta(seconds=F.CLOCK_SKEW_S) or created >= expires:
+        raise fail(TrustError, F.MANIFEST, f"created time {m['created']} is in the future or after expiry.")
+    return m
+
+
+def _check_digests(c: Container, m: dict) -> None:
+    for name in F.HASHED:
+        want = m["entries"][name]
+        if not isinstance(want, dict) or want.get("size") != c.size(name):
+            raise fail(IntegrityError, name, f"size {c.size(name)} does not match the signed manifest.")
+        if c.sha256(name) != want.get("sha256"):
+            raise fail(IntegrityError, name, "SHA-256 does not match the signed manifest.")
+
+
+def _check_recipients(c: Container) -> list[str]:
+    r = _json(c, F.RECIPIENTS)
+    try:
+        ok = r["format"] == F.RECIPIENTS_FORMAT and r["suite"] == SUITE_NAME and isinstance(r["recipients"], list)
+        ids = [s["key_id"] for s in r["recipients"]]
+        sealed = [base64.b64decode(s["sealed"], validate=True) for s in r["recipients"]]
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise fail(PackageError, F.RECIPIENTS, "malformed (format, suite, recipients[{key_id, sealed}]).")
+    if not ids or len(ids) > F.MAX_RECIPIENTS or len(set(ids)) != len(ids) \
+            or not all(isinstance(i, str) and _HEX64.match(i) for i in ids) \
+            or any(len(s) != F.SEALED_KEY_LEN for s in sealed):
+        raise fail(PackageError, F.RECIPIENTS, f"needs 1..{F.MAX_RECIPIENTS} distinct 64-hex key ids, each with a "
+                                               f"{F.SEALED_KEY_LEN}-byte sealed key.")
+    return ids
+
+
+def _verify_open(c: Container, trust: Any, now: datetime | None) -> tuple[VerifyReport, dict]:
+    keys = load_trust(trust)
+    if not keys:
+        raise TrustError("no trusted publisher keys: pass trust=[publisher public key, …] (a key inside a package "
+                         "is never trusted).")
+    now = now or datetime.now(timezone.utc)
+    checks = ["zip shape: exactly the six TGSP entries, stored, each once, within size limits"]
+    key = _check_signature(c, keys)
+    checks.append(f"manifest.sig: ML-DSA-65 and Ed25519 halves both verify under pinned key {key.key_id[:16]}…")
+    m = _check_manifest(c, key, now)
+    checks.append("manifest.json: canonical, format tgsp/v1, publisher = signing key")
+    _check_digests(c, m)
+    checks.append("SHA-256 and size of weights.enc, recipients.json, evidence.json, dp_certificate.json match")
     checks.append(f"not expired (expires {m['expires']})")
-    cert = check_certificate(_json(e, F.CERTIFICATE))
-    checks.append("dp_certificate: ε recomputed from its parameters" if cert.get("dp") else "dp_certificate: non-DP")
-    rec = _json(e, F.RECIPIENTS)
-    return VerifyReport(True, m["package_id"], key.key_id, m["created"], m["expires"], dict(m["entries"]), cert,
-                        [r["key_id"] for r in rec.get("recipients", [])], checks)
+    recipients = _check_recipients(c)
+    checks.append(f"recipients.json: {len(recipients)} well-formed HPKE stanzas")
+    cert_doc = _json(c, F.CERTIFICATE)
+    cert = check_certificate(cert_doc)
+    warnings = []
+    if cert["dp"]:
+        checks.append(f"dp_certificate.json: ε={cert['epsilon']:.4g} (δ={cert['delta']:g}) recomputed from σ, q, "
+                      f"steps as {cert['epsilon_recomputed']:.4g} ({cert['recomputed_with'].upper()}); RDP "
+                      f"ε={cert['epsilon_rdp_recomputed']:.4g}")
+        if not cert["accounting_valid"]:
+            warnings.append("the DP certificate says the accounting assumptions were NOT met: "
+                            + " ".join(cert["notes"]))
+    else:
+        checks.append("dp_certificate.json: states plainly that training was NOT differentially private")
+        warnings.append("no differential-privacy guarantee: the adapter was trained without DP.")
+    ev = check_evidence(_json(c, F.EVIDENCE), manifest=m, certificate=cert_doc, trusted_ids={k.key_id for k in keys})
+    lc = ev["ledger_checkpoint"]
+    checks.append(f"evidence.json: {len(ev['proven_operations'])} ledger entries "
+                  f"({', '.join(ev['proven_operations'])}) proven against the ledger checkpoint of "
+                  f"{lc['size']} entries, whose signature verifies")
+    if not lc["key_pinned"]:
+        warnings.append(f"the audit checkpoint is signed by workspace key {lc['key_id'][:16]}…, which is not in the "
+                        "trust store; the publisher's signature vouches for it.")
+    if ev["unproven_operations"]:
+        warnings.append(f"no ledger proof for: {', '.join(ev['unproven_operations'])}.")
+    report = VerifyReport(True, m["package_id"], _sha(c.small[F.MANIFEST]), key.key_id, m["created"], m["expires"],
+                          m["base_model"], m["lora_config"], m["adapter"]["sha256"], m["entries"], cert, ev,
+                          recipients, checks, warnings)
+    return report, m
 
 
-def decrypt_weights(path: str | os.PathLike, *, identity: RecipientIdentity, trust: list[HybridPublicKey]) -> tuple[bytes, dict, VerifyReport]:
-    """Verify, unseal the package key with ``identity``, decrypt the adapter: (safetensors bytes, manifest, report)."""
-    report = verify_package(path, trust=trust)
-    e = read_entries(path)
-    m = json.loads(e[F.MANIFEST])
-    stanza = next((r for r in json.loads(e[F.RECIPIENTS])["recipients"] if r["key_id"] == identity.key_id), None)
-    if stanza is None:
-        raise KeyAccessError("this identity is not a recipient of the package.")
-    key = identity.open(base64.b64decode(stanza["sealed"]), info=F.HPKE_INFO, aad=m["package_id"].encode())
-    adapter = decrypt_stream(key, io.BytesIO(e[F.WEIGHTS]), context=F.WEIGHTS_CONTEXT_PREFIX + m["package_id"].encode(),
-                             what="weights.enc")
-    if _sha(adapter) != m["adapter_sha256"]:
-        raise IntegrityError("weights.enc: decrypted adapter does not match adapter_sha256.")
+def verify_package(path: str | os.PathLike, *, trust: Any, now: datetime | None = None) -> VerifyReport:
+    """Verify a package against pinned publisher keys; raises on the first failure, naming the entry.
+
+    Checks, in order: zip shape; the signer is pinned and both signature halves verify over
+    manifest.json; the manifest is canonical and well-formed; every entry's digest and size; expiry;
+    recipients.json; the DP certificate (ε recomputed from its parameters); evidence.json (ledger
+    proofs and bindings). Errors: PackageError, TrustError, SignatureError, IntegrityError.
+    """
+    with Container(path) as c:
+        report, _ = _verify_open(c, trust, now)
+    return report
+
+
+def _hashing_reader(blocks: Iterator[bytes], h: Any):
+    class _R:
+        def __init__(self) -> None:
+            self.buf = b""
+
+        def read(self, n: int = -1) -> bytes:
+            while n < 0 or len(self.buf) < n:
+                try:
+                    b = next(blocks)
+                except StopIteration:
+                    break
+                h.update(b)
+                self.buf += b
+            out, self.buf = (self.buf, b"") if n < 0 else (self.buf[:n], self.buf[n:])
+            return out
+
+    return _R()
+
+
+def unseal_adapter(path: str | os.PathLike, *, identity: RecipientIdentity, trust: Any,
+                   now: datetime | None = None) -> tuple[bytes, dict, VerifyReport]:
+    """Verify, open the package key with ``identity``, decrypt: (adapter safetensors bytes, manifest, report).
+
+    The file is opened once; the ciphertext is re-hashed while it is decrypted and must equal the
+    signed digest before any plaintext is returned.
+    """
+    from ..security.aead import decrypt_stream
+
+    if not isinstance(identity, RecipientIdentity):
+        raise KeyAccessError("identity must be a RecipientIdentity (load it with load_identity / `tinker-nb keygen`).")
+    with Container(path) as c:
+        report, m = _verify_open(c, trust, now)
+        stanzas = json.loads(c.small[F.RECIPIENTS])["recipients"]
+        stanza = next((s for s in stanzas if s["key_id"] == identity.key_id), None)
+        if stanza is None:
+            raise fail(KeyAccessError, F.RECIPIENTS, f"identity {identity.key_id[:16]}… is not a recipient of this "
+                                                     "package (ask the publisher to package it for your public key).")
+        key = identity.open(base64.b64decode(stanza["sealed"]), info=F.HPKE_INFO, aad=m["package_id"].encode())
+        h = hashlib.sha256()
+        adapter = decrypt_stream(key, _hashing_reader(c.stream(F.WEIGHTS), h),
+                                 context=F.WEIGHTS_CONTEXT_PREFIX + m["package_id"].encode(), what=F.WEIGHTS)
+        if h.hexdigest() != m["entries"][F.WEIGHTS]["sha256"]:
+            raise fail(IntegrityError, F.WEIGHTS, "changed on disk while being opened.")
+    if _sha(adapter) != m["adapter"]["sha256"] or len(adapter) != m["adapter"].get("size"):
+        raise fail(IntegrityError, F.WEIGHTS, "the decrypted adapter does not match adapter.sha256/size.")
+    parse_header(adapter, what=F.WEIGHTS)
     return adapter, m, report
+
+
+decrypt_weights = unseal_adapter  # earlier name
+
+
+def inspect_package(path: str | os.PathLike) -> dict[str, Any]:
+    """The manifest, certificate, evidence and recipient key ids after the shape checks only (NOT verified)."""
+    with Container(path) as c:
+        out = {name: _json(c, name) for name in (F.MANIFEST, F.CERTIFICATE, F.EVIDENCE)}
+        rec = _json(c, F.RECIPIENTS)
+        out[F.RECIPIENTS] = [s.get("key_id") for s in rec.get("recipients", [])] if isinstance(rec, dict) else []
+        out["manifest_sha256"] = _sha(c.small[F.MANIFEST])
+    for name in (F.MANIFEST, F.CERTIFICATE, F.EVIDENCE):
+        if not isinstance(out[name], dict):
+            raise fail(PackageError, name, "must be a JSON object.")
+    return out
+

@@ -1,23 +1,31 @@
-"""Build a package from a live training client or from a saved checkpoint (engine side)."""
+"""Build a package from a live training client or from a saved checkpoint.
+
+Both paths go through the same checkpoint blobs (``adapter.safetensors`` + ``state.json``), so a
+package made from a session and one made later from its saved checkpoint carry the same adapter
+bytes, certificate parameters and evidence bindings. ``package_checkpoint`` never imports torch.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import platform
+import uuid
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, PackageError
-from .package import build_package
+from ..canonical import canonical_json
+from ..errors import ConfigError, KeyAccessError, PackageError
+from .adapter import to_peft_names
+from .certificate import make_certificate
+from .evidence import collect_evidence
 
-__all__ = ["package_session", "package_checkpoint", "model_digests"]
+__all__ = ["package_session", "package_checkpoint", "model_digests", "resolve_base_model"]
+
+CHECKPOINT_KIND = "tinker-nb/training-state/v1"  # = engine.checkpoint.CHECKPOINT_KIND (that module imports torch)
 
 
-def _file_sha(p: Path) -> str | None:
-    if not p.is_file():
-        return None
+def _file_sha(p: Path) -> str:
     h = hashlib.sha256()
     with open(p, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -25,102 +33,150 @@ def _file_sha(p: Path) -> str | None:
     return h.hexdigest()
 
 
-def model_digests(model_path: str) -> tuple[dict, str | None]:
-    """SHA-256 of the base weights (model.safetensors) and of tokenizer.json in a local model folder."""
-    p = Path(model_path)
-    return {"sha256": _file_sha(p / "model.safetensors")}, _file_sha(p / "tokenizer.json")
+def resolve_base_model(ref: str) -> Path | None:
+    """The local folder of a model ref: the embedded model, a folder, or a hub id already in the HF cache."""
+    from ..engine.assets import resolve_model_ref
+
+    p = Path(resolve_model_ref(ref))
+    if p.is_dir():
+        return p
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(ref, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached / not a hub id / hub not installed
+        return None
 
 
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
+def model_digests(ref: str) -> tuple[dict, str | None]:
+    """(``base_model`` manifest field, SHA-256 of tokenizer.json) for a model ref.
 
-    out = {"python": platform.python_version()}
-    for pkg in ("tinker-nb", "torch", "transformers", "peft", "opacus", "cryptography", "dp-accounting"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _evidence(tc: Any, state: dict, *, source_checkpoint: str | None) -> dict:
-    s = tc._session
-    led = tc.service.ledger
-    cp = led.checkpoint()
-    ops = [e for e in led.entries() if e.operation in ("create_training_client", "attach_dataset", "save_state")]
-    ops += [e for e in led.entries() if e.operation == "optim_step"][-1:]
-    proofs = [{"seq": e.seq, "operation": e.operation, "record_hash": e.record_hash,
-               **{k: v for k, v in led.inclusion_proof(e.seq, tree_size=cp.size).items() if k != "seq"}}
-              for e in ops if e.seq < cp.size]
-    return {
-        "format": "tgsp/v1/evidence",
-        "dataset": {"sha256": state.get("dataset_sha256"), "size": state.get("dataset_size"),
-                    "note": "digest of the tokenised records; the data itself is never included"},
-        "training_config": state["config"], "steps": state["step"],
-        "seeds": {"lora_init_seed": state["config"]["seed"],
-                  "noise_and_sampling": "fixed by caller (not secret)" if state.get("noise_seed_fixed")
-                  else "secret, drawn from the OS; stored only in encrypted checkpoints"},
-        "library_versions": _versions(), "source_checkpoint": source_checkpoint,
-        "audit": {"checkpoint": cp.to_dict(), "inclusion_proofs": proofs},
-        "sampling": sorted(state.get("sampling_sources", [])) or ["none"],
-    }
+    ``base_model = {"ref", "weights": {file name: SHA-256} for every *.safetensors file of the folder}``;
+    ``weights`` is empty when the model is not available as a local folder.
+    """
+    folder = resolve_base_model(ref)
+    if folder is None:
+        return {"ref": ref, "weights": {}}, None
+    weights = {p.name: _file_sha(p) for p in sorted(folder.glob("*.safetensors"))}
+    tok = folder / "tokenizer.json"
+    return {"ref": ref, "weights": weights}, (_file_sha(tok) if tok.is_file() else None)
 
 
-def _certificate(tc: Any) -> dict:
-    from .. import __version__
-    from .certificate import make_certificate
+def _signer(service: Any, signer: Any):
+    from ..security.signing import HybridSigner
 
-    s = tc._session
-    return make_certificate(s.dp_metrics(), history=list(s.history), library_version=f"tinker-nb {__version__}")
+    if signer is None:
+        from ..security.identity import workspace_signer
 
-
-def _signer(tc: Any, signer: Any):
-    if signer is not None:
-        return signer
-    from ..security.identity import workspace_signer
-
-    return workspace_signer(tc.service.workspace, tc.service.keystore)
+        return workspace_signer(service.workspace, service.keystore)
+    if not isinstance(signer, HybridSigner):
+        raise ConfigError("signer must be a HybridSigner (load one with tinker_nb.security.signing.load_signer).")
+    return signer
 
 
 def _recipients(recipients: Any) -> list:
     from ..security.kem import load_recipient
 
-    if not recipients:
-        raise PackageError("give at least one recipient: recipients=[RecipientIdentity.public_key(), ...].")
-    return [load_recipient(r) for r in recipients]
+    if recipients is None or isinstance(recipients, (str, bytes, dict)) or not hasattr(recipients, "__iter__"):
+        recipients = [recipients] if recipients is not None else []
+    out = []
+    for r in recipients:
+        try:
+            out.append(load_recipient(r))
+        except KeyAccessError as exc:
+            raise ConfigError(f"bad recipient: {exc}") from None
+    if not out:
+        raise ConfigError("give at least one recipient: recipients=[RecipientIdentity.public_key(), 'alice.pub', …].")
+    return out
+
+
+def _check_out(path: Any, expires_in_days: Any) -> Path:
+    out = Path(path)
+    if not out.parent.is_dir():
+        raise ConfigError(f"cannot write {out}: folder {out.parent} does not exist.")
+    if out.is_dir():
+        raise ConfigError(f"{out} is a folder; give a file path such as model.tgsp.")
+    if isinstance(expires_in_days, bool) or not isinstance(expires_in_days, (int, float)) \
+            or not 0 < expires_in_days <= 36600:
+        raise ConfigError(f"expires_in_days must be a number in (0, 36600], got {expires_in_days!r}.")
+    return out
+
+
+def _library() -> str:
+    from .. import __version__
+
+    return f"tinker-nb {__version__}"
+
+
+def _build(service: Any, blobs: dict[str, bytes], out: Path, *, recipients: list, signer: Any,
+           expires_in_days: float, source: dict | None) -> dict:
+    """Package checkpoint blobs; the ledger gets a ``package`` entry before the file appears at ``out``."""
+    from .package import build_package
+
+    try:
+        state = json.loads(blobs["state.json"])
+        adapter_raw = blobs["adapter.safetensors"]
+    except (KeyError, ValueError):
+        raise PackageError("the checkpoint has no readable state.json / adapter.safetensors.") from None
+    if state.get("kind") != CHECKPOINT_KIND:
+        raise PackageError(f"checkpoint kind {state.get('kind')!r} is not {CHECKPOINT_KIND!r}.")
+    cfg = state["config"]
+    adapter = to_peft_names(adapter_raw)
+    sources = set(state.get("sampling_sources") or [])
+    sampling = ("none" if not sources else "poisson" if sources == {"poisson"} else
+                "caller-supplied" if sources == {"caller-supplied"} else "mixed (poisson and caller-supplied)")
+    library = _library()
+    cert = make_certificate(training_config=cfg, history=state.get("history") or [], steps=int(state.get("step") or 0),
+                            dataset_size=state.get("dataset_size"), sampling=sampling,
+                            noise_seed_fixed=bool(state.get("noise_seed_fixed")), library=library)
+    evidence = collect_evidence(service.ledger, state=state, source=source, library=library)
+    base, tok_sha = model_digests(cfg["model_ref"])
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.building")
+    try:
+        manifest = build_package(tmp, adapter=adapter, base_model=base, lora_config=cfg["lora_config"],
+                                 tokenizer_sha256=tok_sha, evidence=evidence, certificate=cert,
+                                 signer=signer, recipients=recipients, expires_in_days=expires_in_days)
+        msha = hashlib.sha256(canonical_json(manifest)).hexdigest()
+        service.audit("package", {"package_id": manifest["package_id"], "manifest_sha256": msha},
+                      {"package_id": manifest["package_id"], "manifest_sha256": msha, "recipients": len(recipients),
+                       "step": int(state.get("step") or 0), "publisher": signer.key_id[:16],
+                       "source_checkpoint": source["artifact_id"] if source else None,
+                       "epsilon": cert.get("epsilon") if cert.get("dp") else None})
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return manifest
 
 
 def package_session(tc: Any, path: str | os.PathLike, *, recipients: Any, signer: Any = None,
                     expires_in_days: float = 365.0) -> dict:
-    """Package the client's current adapter (runs on the client's worker thread)."""
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import save as st_save
-
-    from ..engine.checkpoint import read_state, session_to_blobs
+    """Package the client's current adapter (``TrainingClient.package`` runs this on its worker thread)."""
+    from ..engine.checkpoint import session_to_blobs
 
     s = tc._session
     s._check_open()
-    if expires_in_days <= 0:
-        raise ConfigError("expires_in_days must be > 0.")
-    adapter = st_save({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(s.model).items()})
-    state = read_state(session_to_blobs(s, include_optimizer=False))
-    base, tok_sha = model_digests(s.model_path)
-    manifest = build_package(
-        path, adapter=adapter, base_model={"ref": s.config.model_ref, **base},
-        lora_config=s.config.lora_config.to_dict(), tokenizer_sha256=tok_sha,
-        evidence=_evidence(tc, state, source_checkpoint=None), certificate=_certificate(tc),
-        signer=_signer(tc, signer), recipients=_recipients(recipients), expires_in_days=expires_in_days)
-    tc.service.audit("package", {"package_id": manifest["package_id"]},
-                     {"package_id": manifest["package_id"], "recipients": len(recipients), "step": s.steps})
-    return manifest
+    out = _check_out(path, expires_in_days)
+    recips = _recipients(recipients)
+    sig = _signer(tc.service, signer)
+    blobs = session_to_blobs(s, include_optimizer=False)
+    return _build(tc.service, blobs, out, recipients=recips, signer=sig, expires_in_days=expires_in_days,
+                  source=None)
 
 
-def package_checkpoint(tc: Any, artifact_id: str, path: str | os.PathLike, *, recipients: Any, signer: Any = None,
-                       expires_in_days: float = 365.0) -> dict:
-    """Package the adapter stored in a saved checkpoint (loaded into ``tc`` first, then packaged)."""
-    tc.load_state(artifact_id)
-    return tc._worker.call("package", package_session, tc, path, recipients=recipients, signer=signer,
-                           expires_in_days=expires_in_days)
+def package_checkpoint(service: Any, artifact_id: str, path: str | os.PathLike, *, recipients: Any,
+                       signer: Any = None, expires_in_days: float = 365.0) -> dict:
+    """Package the adapter of a saved checkpoint (artifact id) of ``service``'s workspace. Torch-free.
 
-
-_ = json
+    ``service`` is a ServiceClient (a TrainingClient is accepted for its ``.service``). The evidence
+    proves the checkpoint's ``save_state`` ledger entry as well as its training operations.
+    """
+    service = getattr(service, "service", service)
+    out = _check_out(path, expires_in_days)
+    recips = _recipients(recipients)
+    if not isinstance(artifact_id, str) or not artifact_id:
+        raise ConfigError("artifact_id must be the id returned by save_state (see list_checkpoints()).")
+    blobs, _, info = service.store.load(artifact_id)
+    sig = _signer(service, signer)
+    return _build(service, blobs, out, recipients=recips, signer=sig, expires_in_days=expires_in_days,
+                  source={"artifact_id": artifact_id, "name": info.name})

@@ -1,0 +1,149 @@
+"""The TGSP zip container: deterministic writing and strict, bounded reading (torch-free).
+
+Reading enforces the shape rules of docs/TGSP_SPEC.md §Container before any entry is used: exactly
+the six fixed names, each once; stored (not compressed), not encrypted; sizes within limits; no
+archive comment; no bytes before the first entry. Entry bytes are checked against the zip CRC-32 as
+they are read; the SHA-256 digests in the signed manifest are the security check (package.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import IntegrityError, PackageError, TinkerError
+from . import format as F
+
+__all__ = ["write_container", "Container", "fail"]
+
+_CHUNK = 1 << 20
+
+
+def fail(cls: type[TinkerError], entry: str | None, message: str) -> TinkerError:
+    """An error whose message starts with the entry it is about; ``exc.entry`` names it too."""
+    exc = cls(f"{entry}: {message}" if entry else message)
+    exc.entry = entry  # type: ignore[attr-defined]
+    return exc
+
+
+def write_container(path: str | os.PathLike, entries: dict[str, bytes]) -> Path:
+    """Write the six entries (fixed order, stored, fixed timestamps) atomically to ``path``."""
+    if sorted(entries) != sorted(F.ENTRIES):
+        raise PackageError(f"a TGSP container holds exactly {', '.join(F.ENTRIES)}.")
+    out = Path(path)
+    if not out.parent.is_dir():
+        raise PackageError(f"cannot write {out}: folder {out.parent} does not exist.")
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        with open(tmp, "wb") as f:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+                for name in F.ENTRIES:
+                    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                    info.compress_type = zipfile.ZIP_STORED
+                    info.create_system = 3
+                    info.external_attr = 0o644 << 16
+                    z.writestr(info, entries[name])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    return out
+
+
+class Container:
+    """An opened, shape-checked package. Small entries are held in memory; ``weights.enc`` is streamed.
+
+    Use as a context manager; the file stays open so that every later read sees the same bytes.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise PackageError(f"{self.path}: no such package file.")
+        self._f = open(self.path, "rb")
+        try:
+            self._open()
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _open(self) -> None:
+        if self._f.read(4) != b"PK\x03\x04":
+            raise PackageError(f"{self.path.name}: not a TGSP package (a zip archive starting with an entry).")
+        self._f.seek(0)
+        try:
+            self._zip = zipfile.ZipFile(self._f)
+        except (zipfile.BadZipFile, OSError, ValueError):
+            raise PackageError(f"{self.path.name}: not a readable zip archive.") from None
+        z = self._zip
+        if z.comment:
+            raise PackageError(f"{self.path.name}: the zip has an archive comment; TGSP v1 allows none.")
+        infos = z.infolist()
+        names = [i.filename for i in infos]
+        for n in names:
+            if n not in F.ENTRIES:
+                kind = "a path outside the archive" if (n.startswith(("/", "\\")) or ".." in n.replace("\\", "/")
+                                                         .split("/") or ":" in n) else "an unexpected entry"
+                raise fail(PackageError, n, f"{kind}; a package holds only {', '.join(F.ENTRIES)}.")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise fail(PackageError, dup[0], "duplicate entry (each entry must appear exactly once).")
+        missing = [n for n in F.ENTRIES if n not in names]
+        if missing:
+            raise fail(PackageError, missing[0], "missing entry.")
+        if min(i.header_offset for i in infos) != 0:
+            raise PackageError(f"{self.path.name}: bytes before the first zip entry; TGSP v1 allows none.")
+        for i in infos:
+            if i.compress_type != zipfile.ZIP_STORED or i.compress_size != i.file_size:
+                raise fail(PackageError, i.filename, "entry is compressed; TGSP v1 entries are stored.")
+            if i.flag_bits & 0x1:
+                raise fail(PackageError, i.filename, "entry is zip-encrypted; TGSP v1 does not use zip encryption.")
+            if i.file_size > F.MAX_SIZES[i.filename]:
+                raise fail(PackageError, i.filename, f"{i.file_size} bytes, over the limit of "
+                                                     f"{F.MAX_SIZES[i.filename]} bytes.")
+        self.infos = {i.filename: i for i in infos}
+        self.small = {n: self._read(n) for n in F.ENTRIES if n != F.WEIGHTS}
+
+    # ------------------------------------------------------------------ reading
+    def _read(self, name: str) -> bytes:
+        return b"".join(self.stream(name))
+
+    def stream(self, name: str) -> Iterator[bytes]:
+        """Yield an entry's bytes in 1 MiB pieces (zip CRC checked at the end)."""
+        try:
+            with self._zip.open(self.infos[name]) as f:
+                while True:
+                    block = f.read(_CHUNK)
+                    if not block:
+                        break
+                    yield block
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            raise fail(IntegrityError, name, "entry is corrupt (zip CRC or framing).") from None
+
+    def sha256(self, name: str) -> str:
+        if name in self.small:
+            return hashlib.sha256(self.small[name]).hexdigest()
+        h = hashlib.sha256()
+        for block in self.stream(name):
+            h.update(block)
+        return h.hexdigest()
+
+    def size(self, name: str) -> int:
+        return self.infos[name].file_size
+
+    def close(self) -> None:
+        self._zip.close()
+        self._f.close()
+
+    def __enter__(self) -> "Container":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
