@@ -125,7 +125,10 @@ def cmd_pubkey(args: argparse.Namespace) -> int:
         p = Path(args.key)
         if not p.is_file():
             raise KeyAccessError(f"key file {p} does not exist.")
-        d = json.loads(p.read_text())
+        try:
+            d = json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise KeyAccessError(f"key file {p} is not valid JSON.") from None
         key = load_recipient(d) if d.get("type") == "tinker-nb/recipient-identity" else load_public_key(d)
     if args.out:
         key.save(args.out)
@@ -215,8 +218,13 @@ def cmd_package(args: argparse.Namespace) -> int:
     recipients = [load_recipient(r) for r in args.recipient]
     signer = load_signer(args.signer, passphrase=_passphrase(args, "publisher key")) if args.signer else None
     svc = _service(args)
-    m = package_checkpoint(svc, args.artifact, args.out, recipients=recipients, signer=signer,
-                           expires_in_days=args.expires_days)
+    from .storage import ArtifactNotFoundError
+
+    try:
+        m = package_checkpoint(svc, args.artifact, args.out, recipients=recipients, signer=signer,
+                               expires_in_days=args.expires_days)
+    except ArtifactNotFoundError as exc:
+        raise ConfigError(f"{exc} (see `tinker-nb checkpoints`)") from None
     print(json.dumps({"package": args.out, "package_id": m["package_id"], "publisher": m["publisher"]["key_id"],
                       "expires": m["expires"]}))
     return EXIT_OK
