@@ -279,6 +279,7 @@ def test_expired_and_future_packages(built):
     ("duplicate", "dp_certificate.json: duplicate entry"), ("oversized", "over the limit"),
     ("compressed", "entry is compressed"), ("comment", "archive comment"), ("prefix", "not a TGSP package"),
     ("not-zip", "not a TGSP package"), ("directory", "no such package file"),
+    ("gap", "unaccounted bytes before entry"), ("descriptor", "data descriptor"),
 ])
 def test_zip_shape_attacks(built, tmp_path, kind, match):
     p = tmp_path / "bad.tgsp"
@@ -304,13 +305,63 @@ def test_zip_shape_attacks(built, tmp_path, kind, match):
         p.write_bytes(b"#!/bin/sh\n" + built["pkg"].read_bytes())
     elif kind == "not-zip":
         p.write_bytes(b"not a zip")
+    elif kind in ("gap", "descriptor"):
+        with zipfile.ZipFile(built["pkg"]) as z:
+            data = {n: z.read(n) for n in F.ENTRIES}
+        with open(p, "wb") as f:
+            target = _Unseekable(f) if kind == "descriptor" else f
+            with zipfile.ZipFile(target, "w") as z:
+                for n in F.ENTRIES:
+                    z.writestr(n, data[n])
+                    if kind == "gap" and n == F.MANIFEST:
+                        f.write(b"hidden payload")
+                        z.start_dir = f.tell()  # zipfile would otherwise write the next entry over it
     else:
         p.mkdir()
     with pytest.raises(PackageError, match=match):
         verify_package(p, trust=_trust(built))
 
 
+class _Unseekable:
+    """A write-only stream without seek: zipfile then writes data descriptors (flag bit 3)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, b):
+        return self.f.write(b)
+
+    def flush(self):
+        self.f.flush()
+
+    def seekable(self):
+        return False
+
+
 # ---------------------------------------------------------------------- insider lies (validly re-signed)
+@pytest.mark.parametrize("docs,manifest_edit,err", [
+    ({}, lambda m: m.update(publisher="x"), PackageError),
+    ({}, lambda m: m.update(base_model=[]), PackageError),
+    ({}, lambda m: m.update(created="yesterday"), PackageError),
+    ({}, lambda m: m.update(package_id="../../etc"), PackageError),
+    ({F.EVIDENCE: lambda e: {**e, "dataset": "x"}}, None, IntegrityError),
+    ({F.EVIDENCE: lambda e: {**e, "audit": None}}, None, IntegrityError),
+    ({F.EVIDENCE: lambda e: [e]}, None, IntegrityError),
+    ({F.CERTIFICATE: lambda c: {**c, "history": "x"}}, None, IntegrityError),
+    ({F.CERTIFICATE: lambda c: {**c, "history": [[1.0, 0.1]]}}, None, IntegrityError),
+    ({F.CERTIFICATE: lambda c: [c]}, None, IntegrityError),
+    ({F.RECIPIENTS: lambda r: {**r, "recipients": [1]}}, None, PackageError),
+    ({F.RECIPIENTS: lambda r: {**r, "recipients": r["recipients"] * 2}}, None, PackageError),
+])
+def test_malformed_but_signed_documents_fail_cleanly(built, tmp_path, docs, manifest_edit, err):
+    bad = resign(built["pkg"], tmp_path / "bad.tgsp", built["publisher"], docs=docs, manifest_edit=manifest_edit)
+    with pytest.raises(err):
+        verify_package(bad, trust=_trust(built))
+
+
+def test_now_must_be_timezone_aware(built):
+    with pytest.raises(ConfigError, match="timezone-aware"):
+        verify_package(built["pkg"], trust=_trust(built), now=datetime.now())
 def test_understated_epsilon_is_caught_even_when_validly_signed(built, tmp_path):
     def lie(c):
         c["epsilon"] = c["epsilon"] / 10

@@ -88,6 +88,13 @@ def check_certificate(cert: Any) -> dict[str, Any]:
     Returns a summary: dp, epsilon (stated), epsilon_recomputed, accountant used, epsilon_rdp,
     delta, accounting_valid, statement.
     """
+    try:
+        return _check(cert)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise fail(IntegrityError, _E, f"malformed ({type(exc).__name__}).") from None
+
+
+def _check(cert: Any) -> dict[str, Any]:
     if not isinstance(cert, dict) or cert.get("format") != F.CERTIFICATE_FORMAT:
         raise fail(IntegrityError, _E, f"not a {F.CERTIFICATE_FORMAT} document.")
     if not isinstance(cert.get("statement"), str) or not cert["statement"]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -98,18 +99,36 @@ class Container:
         missing = [n for n in F.ENTRIES if n not in names]
         if missing:
             raise fail(PackageError, missing[0], "missing entry.")
-        if min(i.header_offset for i in infos) != 0:
-            raise PackageError(f"{self.path.name}: bytes before the first zip entry; TGSP v1 allows none.")
         for i in infos:
             if i.compress_type != zipfile.ZIP_STORED or i.compress_size != i.file_size:
                 raise fail(PackageError, i.filename, "entry is compressed; TGSP v1 entries are stored.")
             if i.flag_bits & 0x1:
                 raise fail(PackageError, i.filename, "entry is zip-encrypted; TGSP v1 does not use zip encryption.")
+            if i.flag_bits & 0x8:
+                raise fail(PackageError, i.filename, "entry uses a data descriptor; TGSP v1 entries have none.")
             if i.file_size > F.MAX_SIZES[i.filename]:
                 raise fail(PackageError, i.filename, f"{i.file_size} bytes, over the limit of "
                                                      f"{F.MAX_SIZES[i.filename]} bytes.")
+        self._check_contiguous(sorted(infos, key=lambda i: i.header_offset))
         self.infos = {i.filename: i for i in infos}
         self.small = {n: self._read(n) for n in F.ENTRIES if n != F.WEIGHTS}
+
+    def _check_contiguous(self, infos: list) -> None:
+        """Entries follow each other from offset 0 and the central directory follows the last: no hidden bytes."""
+        pos = 0
+        for i in infos:
+            if i.header_offset != pos:
+                raise PackageError(f"{self.path.name}: {i.header_offset - pos:+d} unaccounted bytes before entry "
+                                   f"{i.filename!r}; TGSP v1 entries are contiguous.")
+            self._f.seek(pos)
+            head = self._f.read(30)
+            if len(head) != 30 or head[:4] != b"PK\x03\x04":
+                raise fail(PackageError, i.filename, "bad local file header.")
+            name_len, extra_len = struct.unpack("<HH", head[26:30])
+            pos += 30 + name_len + extra_len + i.compress_size
+        if self._zip.start_dir != pos:
+            raise PackageError(f"{self.path.name}: unaccounted bytes before the zip central directory.")
+        self._f.seek(0)
 
     # ------------------------------------------------------------------ reading
     def _read(self, name: str) -> bytes:

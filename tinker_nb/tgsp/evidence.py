@@ -143,6 +143,13 @@ def _check_checkpoint(cp: Any, trusted_ids: set[str]) -> dict:
 
 def check_evidence(ev: Any, *, manifest: dict, certificate: dict, trusted_ids: set[str]) -> dict[str, Any]:
     """Check evidence.json's ledger proofs and its agreement with the manifest and certificate; returns a summary."""
+    try:
+        return _check_evidence(ev, manifest=manifest, certificate=certificate, trusted_ids=trusted_ids)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise fail(IntegrityError, _E, f"malformed ({type(exc).__name__}).") from None
+
+
+def _check_evidence(ev: Any, *, manifest: dict, certificate: dict, trusted_ids: set[str]) -> dict[str, Any]:
     if not isinstance(ev, dict) or ev.get("format") != F.EVIDENCE_FORMAT:
         raise fail(IntegrityError, _E, f"not a {F.EVIDENCE_FORMAT} document.")
     try:

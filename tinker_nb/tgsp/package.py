@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..canonical import canonical_json
-from ..errors import IntegrityError, KeyAccessError, PackageError, SignatureError, TrustError
+from ..errors import ConfigError, IntegrityError, KeyAccessError, PackageError, SignatureError, TrustError
 from ..security.aead import encrypt_stream, new_key
 from ..security.kem import SUITE_NAME, RecipientIdentity, RecipientPublicKey, seal
 from ..security.signing import ALGORITHM, HybridPublicKey, HybridSigner, load_public_key
@@ -83,9 +83,11 @@ def load_trust(trust: Any) -> list[HybridPublicKey]:
         trust = [trust]
     keys = []
     for t in trust:
+        if isinstance(t, HybridSigner):
+            t = t.public_key()
         try:
             keys.append(load_public_key(t))
-        except (KeyAccessError, SignatureError) as exc:
+        except (KeyAccessError, SignatureError, TypeError, ValueError) as exc:
             raise TrustError(f"cannot load trusted publisher key {t if isinstance(t, (str, os.PathLike)) else ''}: "
                              f"{exc}") from None
     return keys
@@ -185,7 +187,11 @@ def _check_manifest(c: Container, key: HybridPublicKey, now: datetime) -> dict:
     try:
         pid, pub, entries, adapter = m["package_id"], m["publisher"], m["entries"], m["adapter"]
         created, expires = F.parse_time(m["created"]), F.parse_time(m["expires"])
-        m["base_model"]["ref"], m["lora_config"]["rank"]
+        bm, lc = m["base_model"], m["lora_config"]
+        if not (isinstance(pub, dict) and isinstance(bm, dict) and isinstance(bm.get("ref"), str)
+                and isinstance(bm.get("weights"), dict) and isinstance(lc, dict) and "rank" in lc
+                and isinstance(lc.get("target_modules"), list)):
+            raise TypeError
     except (KeyError, TypeError, ValueError):
         raise fail(PackageError, F.MANIFEST, "missing or malformed fields (package_id, created, expires, publisher, "
                                              "entries, adapter, base_model, lora_config).") from None
@@ -238,8 +244,11 @@ def _verify_open(c: Container, trust: Any, now: datetime | None) -> tuple[Verify
     if not keys:
         raise TrustError("no trusted publisher keys: pass trust=[publisher public key, …] (a key inside a package "
                          "is never trusted).")
-    now = now or datetime.now(timezone.utc)
-    checks = ["zip shape: exactly the six TGSP entries, stored, each once, within size limits"]
+    if now is None:
+        now = datetime.now(timezone.utc)
+    elif not isinstance(now, datetime) or now.tzinfo is None:
+        raise ConfigError("now must be a timezone-aware datetime (e.g. datetime.now(timezone.utc)).")
+    checks = ["zip shape: exactly the six TGSP entries, stored, contiguous, each once, within size limits"]
     key = _check_signature(c, keys)
     checks.append(f"manifest.sig: ML-DSA-65 and Ed25519 halves both verify under pinned key {key.key_id[:16]}…")
     m = _check_manifest(c, key, now)
@@ -270,6 +279,9 @@ def _verify_open(c: Container, trust: Any, now: datetime | None) -> tuple[Verify
     if not lc["key_pinned"]:
         warnings.append(f"the audit checkpoint is signed by workspace key {lc['key_id'][:16]}…, which is not in the "
                         "trust store; the publisher's signature vouches for it.")
+    if not m["base_model"]["weights"]:
+        warnings.append(f"the base model {m['base_model']['ref']!r} is not pinned by digest (it was not a local "
+                        "folder when packaged): check it yourself before loading the adapter.")
     if ev["unproven_operations"]:
         warnings.append(f"no ledger proof for: {', '.join(ev['unproven_operations'])}.")
     report = VerifyReport(True, m["package_id"], _sha(c.small[F.MANIFEST]), key.key_id, m["created"], m["expires"],

@@ -173,9 +173,19 @@ def verify(path: str, publisher: dict, now: datetime, recipient_key: bytes | Non
         names = [i.filename for i in infos]
         if sorted(names) != sorted(ENTRIES) or z.comment:
             raise Fail(f"entries must be exactly {ENTRIES}, no comment; got {names}")
-        for i in infos:
-            if i.compress_type != zipfile.ZIP_STORED or i.flag_bits & 1 or i.file_size > LIMITS[i.filename]:
-                raise Fail(f"{i.filename}: not stored, encrypted, or over its size limit")
+        pos = 0
+        with open(path, "rb") as f:
+            for i in sorted(infos, key=lambda i: i.header_offset):
+                if i.compress_type != zipfile.ZIP_STORED or i.flag_bits & 0x9 or i.file_size > LIMITS[i.filename]:
+                    raise Fail(f"{i.filename}: not stored, encrypted, with a data descriptor, or too large")
+                f.seek(pos)
+                head = f.read(30)
+                if i.header_offset != pos or head[:4] != b"PK\x03\x04":
+                    raise Fail(f"{i.filename}: entries are not contiguous")
+                pos += 30 + int.from_bytes(head[26:28], "little") + int.from_bytes(head[28:30], "little") \
+                    + i.compress_size
+        if z.start_dir != pos:
+            raise Fail("bytes hidden before the central directory")
         e = {n: z.read(n) for n in ENTRIES}
     out["checks"].append("container")
     # 2. signature under the pinned key
