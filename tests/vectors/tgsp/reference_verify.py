@@ -101,9 +101,8 @@ def mldsa65_verify(public: bytes, message: bytes, signature: bytes, context: byt
     try:
         from pqcrypto.sign import ml_dsa_65
 
-        try:
-            ml_dsa_65.verify(public, message, signature, context=context)  # pqcrypto>=1.0 raises on failure
-            return True, "pqcrypto"
+        try:  # pqcrypto 1.x raises on failure; 0.x returned False (and has no context): fail closed on both
+            return ml_dsa_65.verify(public, message, signature, context=context) is not False, "pqcrypto"
         except Exception:  # noqa: BLE001
             return False, "pqcrypto"
     except ImportError:
