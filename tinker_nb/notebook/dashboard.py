@@ -228,13 +228,12 @@ class Dashboard(anywidget.AnyWidget):
             self._unsubscribe()
             self._unsubscribe = None
 
-    def show(self) -> "Dashboard":
+    def show(self) -> None:
         """Display with a display id, so ``finish()`` can attach the final static snapshot."""
         from IPython.display import display
 
         self._display_id = f"tinker-nb-dashboard-{id(self)}"
         display(self._mimebundle(), display_id=self._display_id, raw=True)
-        return self
 
     def _mimebundle(self) -> dict:
         bundle = {"text/plain": self.text(), "text/html": self.snapshot_html()}
