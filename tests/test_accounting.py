@@ -37,6 +37,24 @@ def test_live_rdp_equals_batch_rdp_and_bounds_pld():
     assert live.epsilon(1e-5) >= accounting.epsilon([(1.0, 0.02, 300)], delta=1e-5, accountant="pld")
 
 
+def test_live_bound_is_an_upper_bound_tightened_by_exact_anchors():
+    sigma, q, delta, target = 1.0, 0.02, 1e-5, 4.0
+    anchors: dict[int, float] = {}
+    m = accounting.max_steps_within(noise_multiplier=sigma, sample_rate=q, target_epsilon=target, delta=delta,
+                                    evaluated=anchors)
+    assert m in anchors and anchors[m] <= target
+    live = accounting.LiveRDP(sigma, q, anchors=anchors, anchor_delta=delta)
+    for steps in (1, 7, m // 2, m - 3, m):
+        live.steps = steps
+        exact = accounting.epsilon([(sigma, q, steps)], delta=delta)
+        assert exact - 1e-9 <= live.bound(delta) <= live.epsilon(delta) + 1e-12
+    # Within the budget the live value never shows more than the target (RDP alone would).
+    live.steps = m
+    assert live.epsilon(delta) > target >= live.bound(delta)
+    # Anchors for another δ are not used.
+    assert live.bound(1e-6) == live.epsilon(1e-6)
+
+
 @pytest.mark.parametrize("target", [1.0, 8.0])
 def test_calibration_reaches_target_within_1_percent(target):
     q, steps = 0.02, 150

@@ -12,11 +12,12 @@ Histories are run-length encoded lists of ``(noise_multiplier, sample_rate, step
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -119,17 +120,23 @@ def steps_for_epochs(*, sample_rate: float, epochs: float) -> int:
 def max_steps_within(
     *, noise_multiplier: float, sample_rate: float, target_epsilon: float, delta: float,
     accountant: str = "pld", prior: History = (), limit: int = 10_000_000,
+    evaluated: dict[int, float] | None = None,
 ) -> int:
     """Largest number of further steps whose total ε stays within ``target_epsilon`` (exact search).
 
     ε is monotone in the number of steps, so a doubling search then bisection finds the boundary with
     O(log T) accountant calls. Used to enforce the budget without an accountant call per step.
+    ``evaluated``, when given, receives every exact ε the search computed (further steps → ε); the
+    session keeps them as anchors for a tight live bound (:class:`LiveRDP`).
     """
     _check(noise_multiplier, sample_rate, delta)
 
     def fits(t: int) -> bool:
         hist = list(prior) + ([(noise_multiplier, sample_rate, t)] if t else [])
-        return epsilon(hist, delta=delta, accountant=accountant) <= target_epsilon
+        eps = epsilon(hist, delta=delta, accountant=accountant)
+        if evaluated is not None:
+            evaluated[t] = eps
+        return eps <= target_epsilon
 
     if not fits(0):
         return 0
@@ -192,11 +199,15 @@ class LiveRDP:
     """Incremental RDP total for one (σ, q): each ``step()`` adds a precomputed vector, ε is a cheap min.
 
     Use it for live displays (an upper bound on the tight PLD/PRV ε); report with :func:`epsilon`.
+    :meth:`bound` tightens it with exact anchors: ε is monotone in the number of steps, so the exact
+    ε of any step count ``t >= steps`` is also an upper bound for ``steps``.
     """
 
     noise_multiplier: float
     sample_rate: float
     steps: int = 0
+    anchors: dict[int, float] = field(default_factory=dict)  # step count -> exact ε at anchor_delta
+    anchor_delta: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.noise_multiplier, self.sample_rate)
@@ -224,6 +235,23 @@ class LiveRDP:
         eps = r + self._offset
         eps = np.where((r < 0) | (delta**2 + np.expm1(-r) > 0), 0.0, eps)
         return float(max(0.0, eps.min()))
+
+
+    def bound(self, delta: float) -> float:
+        """Live upper bound: min(RDP ε, exact ε of the nearest anchored step count >= ``steps``)."""
+        eps = self.epsilon(delta)
+        if self.anchors and self.steps > 0 and delta == self.anchor_delta:
+            keys = self._anchor_keys()
+            i = bisect.bisect_left(keys, self.steps)
+            if i < len(keys):
+                eps = min(eps, self.anchors[keys[i]])
+        return eps
+
+    def _anchor_keys(self) -> list[int]:
+        if getattr(self, "_keys_for", None) is not self.anchors or len(self._keys) != len(self.anchors):
+            self._keys = sorted(self.anchors)
+            self._keys_for = self.anchors
+        return self._keys
 
 
 def history_steps(history: Iterable[tuple[float, float, int]]) -> int:

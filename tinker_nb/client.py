@@ -281,7 +281,7 @@ class TrainingClient:
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Finish queued work, remove opacus hooks, release the worker. Idempotent."""
+        """Finish queued work, remove the per-sample hooks, release the worker. Idempotent."""
         if self.closed:
             return
         try:

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if i % 10 == 0 or i == 1:
             m = tc.session.metrics_history[-1] if tc.session.metrics_history else {}
             recent = sum(losses[-10:]) / max(1, len(losses[-10:]))
-            print(f"  step {i:4d}  loss {recent:6.3f}  ε(live RDP bound) {m.get('epsilon') or 0:6.3f}  "
+            print(f"  step {i:4d}  loss {recent:6.3f}  ε(live bound) {m.get('epsilon') or 0:6.3f}  "
                   f"batch {r.examples:3d}")
     train_s = time.perf_counter() - t_train
     m = tc.get_dp_metrics()

@@ -12,8 +12,8 @@ RECORDS = [
 
 
 def config(model: str, *, dp: DPConfig | None = None, batch_size: int = 4, **kw) -> TrainingConfig:
-    return TrainingConfig(model_ref=model, lora_config=LoRAConfig(rank=2, alpha=4, target_modules=("q_proj", "v_proj")),
-                          dp_config=dp, batch_size=batch_size, learning_rate=1e-2, **kw)
+    kw.setdefault("lora_config", LoRAConfig(rank=2, alpha=4, target_modules=("q_proj", "v_proj")))
+    return TrainingConfig(model_ref=model, dp_config=dp, batch_size=batch_size, learning_rate=1e-2, **kw)
 
 
 def dp(**kw) -> DPConfig:

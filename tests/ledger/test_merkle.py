@@ -20,6 +20,22 @@ def test_reference_roots(n):
     assert merkle.root(LEAVES[:n]).hex() == V["roots_hex"][str(n)]
 
 
+def test_streaming_frontier_equals_mth_at_every_size():
+    import hashlib
+
+    leaves = [merkle.leaf_hash(hashlib.sha256(str(i).encode()).digest()) for i in range(70)]
+    f = merkle.Frontier()
+    assert f.root() == merkle.EMPTY_ROOT
+    for n in range(1, 71):
+        f.push(leaves[n - 1])
+        assert f.size == n
+        assert f.root() == merkle.root(leaves[:n])
+    g = merkle.Frontier()
+    for leaf in LEAVES:
+        g.push(leaf)
+    assert g.root().hex() == V["roots_hex"][str(len(LEAVES))]
+
+
 def test_empty_root():
     assert merkle.root([]).hex() == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 

@@ -1,7 +1,7 @@
-"""DP-SGD gradient side: per-example gradients (opacus hooks), clipping, accumulation, noise.
+"""DP-SGD gradient side: per-example gradients, clipping, accumulation, noise.
 
-Opacus's ``GradSampleHooks`` attach in place (no wrapper), so the peft model keeps ``generate`` and
-clean state-dict keys. We clip and sum per-example gradients ourselves after every
+Per-example gradients come from opacus's grad samplers through hooks attached in place (no wrapper:
+:mod:`.per_sample`), so the peft model keeps ``generate`` and clean state-dict keys. We clip and sum per-example gradients ourselves after every
 ``forward_backward`` so that several calls accumulate into one logical step, and add Gaussian noise
 exactly once per ``optim_step``, normalised by the public expected batch size.
 """
@@ -48,9 +48,9 @@ class GradientAccumulator:
         self.calls = 0
         self.hooks = None
         if dp:
-            from opacus.grad_sample import GradSampleHooks
+            from .per_sample import attach_per_sample_hooks
 
-            self.hooks = GradSampleHooks(model, batch_first=True, loss_reduction="sum", strict=True)
+            self.hooks = attach_per_sample_hooks(model)
 
     # -- per call -------------------------------------------------------------------------------
     def absorb(self, batch_size: int) -> ClipStats:
@@ -72,7 +72,7 @@ class GradientAccumulator:
         for p in self.params:
             gs = getattr(p, "grad_sample", None)
             if gs is None:
-                raise RuntimeError("per-example gradient missing for a trainable parameter (opacus hooks inactive)")
+                raise RuntimeError("per-example gradient missing for a trainable parameter (per-sample hooks inactive)")
             grads.append(gs)
         norms = torch.stack([g.reshape(g.shape[0], -1).float().norm(2, dim=1) for g in grads], dim=1).norm(2, dim=1)
         factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
@@ -107,7 +107,7 @@ class GradientAccumulator:
         return [s.clone() for s in self.sums]
 
     def close(self) -> None:
-        """Remove the opacus hooks (notebook re-runs would otherwise stack them)."""
+        """Remove the per-sample hooks (notebook re-runs would otherwise stack them)."""
         if self.hooks is not None:
             self.hooks.cleanup()
             self.hooks = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -76,6 +77,13 @@ def generate(model, tokenizer, prompts: list[str], *, max_tokens: int, temperatu
     return out
 
 
+def _cache_kwarg(model) -> str:
+    """The KV-cache argument name: ``cache`` (transformers >= 5.2x) or ``past_key_values`` (older)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(type(base).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def _one(model, tokenizer, prompt, ids, max_tokens, temperature, top_p, top_k, stops, eos, gen, device) -> Sample:
     input_ids = torch.tensor([ids], device=device)
     past = None
@@ -83,9 +91,10 @@ def _one(model, tokenizer, prompt, ids, max_tokens, temperature, top_p, top_k, s
     finish = "length"
     text = ""
     cur = input_ids
+    cache_kw = _cache_kwarg(model)
     for _ in range(max_tokens):
-        res = model(input_ids=cur, past_key_values=past, use_cache=True)
-        past = res.past_key_values
+        res = model(input_ids=cur, use_cache=True, **{cache_kw: past})
+        past = res[cache_kw]
         logits = res.logits[0, -1].float().cpu()
         if temperature == 0:
             nxt = int(torch.argmax(logits))

@@ -207,10 +207,11 @@ class TrainingSession:
                 target_epsilon=dp.target_epsilon, delta=dp.target_delta, sample_rate=q, steps=planned,
                 accountant=self._acct())
         max_steps = None
+        anchors: dict[int, float] = {}
         if dp is not None and dp.target_epsilon is not None:
             max_steps = accounting.max_steps_within(
                 noise_multiplier=sigma, sample_rate=q, target_epsilon=dp.target_epsilon,
-                delta=dp.target_delta, accountant=self._acct())
+                delta=dp.target_delta, accountant=self._acct(), evaluated=anchors)
             if max_steps == 0:
                 raise ConfigError(f"even one step with noise_multiplier {sigma:g} and sample rate {q:.3g} exceeds "
                                   f"target_epsilon {dp.target_epsilon:g}; raise the noise or the target.")
@@ -221,7 +222,8 @@ class TrainingSession:
         self.max_steps = max_steps
         self.sampler = PoissonSampler(n, q, seed=self._sampler_seed)
         if dp is not None:
-            self.live = accounting.LiveRDP(sigma, q)
+            # Exact ε values the budget search already computed tighten the live bound for free.
+            self.live = accounting.LiveRDP(sigma, q, anchors=anchors, anchor_delta=dp.target_delta)
         info = {"records": n, "sample_rate": q, "noise_multiplier": sigma, "max_steps": max_steps,
                 "dataset_sha256": self.dataset_digest}
         self._audit("attach_dataset", {"dataset_sha256": self.dataset_digest, "n": n}, info)
@@ -362,7 +364,7 @@ class TrainingSession:
             else:
                 self.history.append((self.sigma, q, 1))
             self.live.step()
-            eps_live = self.live.epsilon(dp.target_delta)
+            eps_live = self.live.bound(dp.target_delta)
         self.timings["accounting"] += time.perf_counter() - t_acc
         now = time.perf_counter()
         dt = now - self._t_last_step

@@ -269,8 +269,12 @@ class AuditLedger:
         signatures are verified with ``public_key`` if given, else with this ledger's signer.
         """
         rows = self._rows()
+        cps = self.checkpoints()
+        # Roots of every checkpointed prefix come from one streaming pass (O(n) hashes in all, not O(n) per checkpoint).
+        wanted = {cp.size for cp in cps}
+        prefix_roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT} if 0 in wanted else {}
+        tree = merkle.Frontier()
         prev = GENESIS
-        leaves: list[bytes] = []
         sha, dumps, fromhex = hashlib.sha256, json.dumps, bytes.fromhex
         for i, (seq, ts, tenant, op, pdig, summ, prev_hash, rh) in enumerate(rows):
             if seq != i:
@@ -287,9 +291,10 @@ class AuditLedger:
                 return self._report(False, i, 0, seq, f"entry {seq}: record hash does not match its "
                                     "contents (the entry was edited).")
             prev = rh
-            leaves.append(sha(b"\x00" + fromhex(rh)).digest())
+            tree.push(sha(b"\x00" + fromhex(rh)).digest())
+            if tree.size in wanted:
+                prefix_roots[tree.size] = tree.root()
         verifier = public_key if public_key is not None else (self.signer.public_key() if self.signer else None)
-        cps = self.checkpoints()
         for j, cp in enumerate(cps):
             if verifier is not None:
                 from ..errors import SignatureError
@@ -301,15 +306,15 @@ class AuditLedger:
                                     base64.b64decode(cp.signature), context=CHECKPOINT_CONTEXT)
                 except SignatureError as exc:
                     return self._report(False, len(rows), j, None, f"checkpoint {j}: {exc}")
-            if cp.size > len(leaves):
-                return self._report(False, len(rows), j, len(leaves),
+            if cp.size > tree.size:
+                return self._report(False, len(rows), j, tree.size,
                                     f"truncation or rollback: signed checkpoint {j} covers {cp.size} entries "
-                                    f"but the ledger has {len(leaves)}.")
-            if merkle.root(leaves[:cp.size]).hex() != cp.root_hash:
+                                    f"but the ledger has {tree.size}.")
+            if prefix_roots[cp.size].hex() != cp.root_hash:
                 return self._report(False, len(rows), j, None,
                                     f"fork or rewrite: the first {cp.size} entries no longer match signed "
                                     f"checkpoint {j}'s root.")
-        return self._report(True, len(rows), len(cps), None, None, merkle.root(leaves).hex())
+        return self._report(True, len(rows), len(cps), None, None, tree.root().hex())
 
     def _report(self, ok, n, ncp, bad, reason, root_hex=None) -> VerifyReport:
         rep = VerifyReport(ok, n, ncp, bad, reason, root_hex)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-__all__ = ["leaf_hash", "node_hash", "root", "inclusion_proof", "consistency_proof", "verify_inclusion",
+__all__ = ["leaf_hash", "node_hash", "root", "Frontier", "inclusion_proof", "consistency_proof", "verify_inclusion",
            "verify_consistency", "EMPTY_ROOT"]
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -35,6 +35,37 @@ def root(leaves: Sequence[bytes]) -> bytes:
             nxt.append(level[-1])  # promoting the odd node equals RFC 9162's split at the largest power of 2
         level = nxt
     return level[0]
+
+
+class Frontier:
+    """A streaming RFC 9162 tree: ``push`` leaf hashes in order, read ``root()`` of the size so far.
+
+    Keeps only the roots of the perfect subtrees that make up the current size (one per set bit of
+    ``size``, largest first), so a push costs amortised one node hash and a root O(log n). Folding the
+    stack from the right equals MTH's split at the largest power of two below n.
+    """
+
+    __slots__ = ("size", "_stack")
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._stack: list[bytes] = []
+
+    def push(self, leaf: bytes) -> None:
+        h, n = leaf, self.size
+        while n & 1:
+            h = node_hash(self._stack.pop(), h)
+            n >>= 1
+        self._stack.append(h)
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        h = self._stack[-1]
+        for left in reversed(self._stack[:-1]):
+            h = node_hash(left, h)
+        return h
 
 
 def _split(n: int) -> int:

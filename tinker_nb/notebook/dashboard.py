@@ -96,7 +96,7 @@ class Dashboard(anywidget.AnyWidget):
         dp = tc.config.dp_config
         d.target_epsilon = dp.target_epsilon if dp else None
         d.delta = dp.target_delta if dp else None
-        d.accountant = (f"{dp.accountant.upper()} (live: RDP bound)" if dp else "no DP")
+        d.accountant = (f"{dp.accountant.upper()} (live: upper bound)" if dp else "no DP")
         for rec in tc.session.metrics_history:
             d._record_step(rec)
         d._pending.update(d._step_fields(tc.session.metrics_history[-1]) if tc.session.metrics_history else {})

@@ -33,13 +33,13 @@ def checkpoints_frame(tc: Any):
 
 
 def epsilon_figure(tc: Any):
-    """ε (live RDP bound per step, and the reported PLD/PRV value now) against steps."""
+    """ε (live upper bound per step, and the reported PLD/PRV value now) against steps."""
     import plotly.graph_objects as go
 
     df = metrics_frame(tc)
     fig = go.Figure()
     if len(df):
-        fig.add_scatter(x=df.index, y=df["epsilon"], name="ε (RDP bound, live)")
+        fig.add_scatter(x=df.index, y=df["epsilon"], name="ε (live upper bound)")
     m = tc.get_dp_metrics()
     if m.dp_enabled:
         fig.add_scatter(x=[m.steps], y=[m.epsilon_spent], mode="markers", name=f"ε reported ({m.accountant})")

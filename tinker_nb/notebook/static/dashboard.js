@@ -37,7 +37,7 @@ function render({ model, el, signal }) {
     <div class="tnb-head"><span class="tnb-title">tinker_nb</span><span class="tnb-status" data-k="status"></span></div>
     <div class="tnb-grid">
       <div class="tnb-card tnb-budget">
-        <div class="tnb-label">privacy budget ε</div>
+        <div class="tnb-label">privacy budget <span class="tnb-sym">ε</span></div>
         <div class="tnb-gauge"><div class="tnb-fill"></div></div>
         <div class="tnb-eps"><span class="tnb-big" data-k="epsilon"></span> / <span data-k="target"></span></div>
         <div class="tnb-small">δ=<span data-k="delta"></span> · <span data-k="accountant"></span> · remaining <span data-k="remaining"></span></div>
