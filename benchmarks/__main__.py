@@ -14,7 +14,7 @@ from typing import Any
 
 from .common import build_llama, machine
 
-QUICK = dict(train=dict(batch=8, seq=64, rank=8, rounds=8), scale_rounds=4,
+QUICK = dict(train=dict(batch=8, seq=64, rank=8, rounds=16), scale_rounds=6,
              scale_grid={"batch": [4, 16], "seq": [32, 128], "rank": [4, 32], "model": ["embedded", "bigger"]},
              acct_steps=2000, acct_repeats=3, ckpt_sizes_mb=[1, 100], ledger_n=100_000, e2e_steps=10,
              dash_steps=30)

@@ -45,6 +45,9 @@ def test_clean_ledger_verifies_with_checkpoints(tmp_path, signer):
     ("UPDATE entries SET summary='{\"step\":99}' WHERE seq=6", 6, "edited"),
     ("DELETE FROM entries WHERE seq=3", 3, "sequence break"),
     ("UPDATE entries SET seq=seq+1000 WHERE seq=5", 5, "sequence break"),
+    ("UPDATE entries SET operation=42 WHERE seq=2", 2, "edited"),
+    ("UPDATE entries SET ts=X'00ff' WHERE seq=7", 7, "edited"),
+    ("UPDATE entries SET operation='sampl\u00e9\"x' WHERE seq=8", 8, "edited"),
 ])
 def test_edits_and_deletions_are_located(tmp_path, signer, attack, seq, reason):
     led = _ledger(tmp_path, signer)

@@ -275,7 +275,10 @@ class AuditLedger:
         prefix_roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT} if 0 in wanted else {}
         tree = merkle.Frontier()
         prev = GENESIS
-        sha, dumps, fromhex = hashlib.sha256, json.dumps, bytes.fromhex
+        # json's C string encoder is exactly what canonical_json (ensure_ascii=False) writes for a str.
+        from json.encoder import encode_basestring as q
+
+        sha, fromhex = hashlib.sha256, bytes.fromhex
         for i, (seq, ts, tenant, op, pdig, summ, prev_hash, rh) in enumerate(rows):
             if seq != i:
                 return self._report(False, i, 0, i, f"sequence break: expected entry {i}, found {seq} "
@@ -284,9 +287,11 @@ class AuditLedger:
                 return self._report(False, i, 0, seq, f"entry {seq}: prev_hash does not match entry "
                                     f"{seq - 1}'s record hash (chain broken).")
             # canonical_json(body) built directly: keys in sorted order, summary already canonical text
-            body = (f'{{"operation":{dumps(op, ensure_ascii=False)},"params_digest":{dumps(pdig)},'
-                    f'"prev_hash":{dumps(prev_hash)},"seq":{seq},"summary":{summ},'
-                    f'"tenant":{dumps(tenant, ensure_ascii=False)},"ts":{dumps(ts)}}}')
+            try:
+                body = (f'{{"operation":{q(op)},"params_digest":{q(pdig)},"prev_hash":{q(prev_hash)},'
+                        f'"seq":{seq},"summary":{summ},"tenant":{q(tenant)},"ts":{q(ts)}}}')
+            except TypeError:
+                return self._report(False, i, 0, seq, f"entry {seq}: a field has the wrong type (the entry was edited).")
             if sha(body.encode()).hexdigest() != rh:
                 return self._report(False, i, 0, seq, f"entry {seq}: record hash does not match its "
                                     "contents (the entry was edited).")
