@@ -51,8 +51,9 @@ def encrypt_stream(key: bytes, chunks: Iterable[bytes], out: BinaryIO, *, contex
     enc = Cobblestone256Encryptor(key, context)
     n = 0
     for chunk in chunks:
-        for i in range(0, len(chunk), READ_CHUNK):
-            piece = enc.update(chunk[i:i + READ_CHUNK])
+        view = memoryview(chunk)  # slices without copying
+        for i in range(0, len(view), READ_CHUNK):
+            piece = enc.update(view[i:i + READ_CHUNK])
             out.write(piece)
             n += len(piece)
     tail = enc.finalize()
