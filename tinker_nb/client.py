@@ -87,6 +87,15 @@ class ServiceClient:
                                        signer=workspace_signer(self.workspace, self.keystore))
         return self._ledger
 
+    def publisher_key(self):
+        """This workspace's publisher public key: it signs ledger checkpoints and, by default, packages.
+
+        Give it (``.save(path)``) to whoever verifies your packages; they pin it as ``--trust``.
+        """
+        from .security.identity import workspace_signer
+
+        return workspace_signer(self.workspace, self.keystore).public_key()
+
     def audit(self, operation: str, params: dict, summary: dict | None = None) -> None:
         """Append one entry to the workspace ledger (digest of params; only the non-secret summary in clear)."""
         self.ledger.append(operation, params, summary=summary or {})

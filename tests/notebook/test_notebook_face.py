@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from tinker_nb import DPConfig, LoRAConfig, ServiceClient, TrainingConfig, accounting
@@ -122,6 +125,27 @@ def test_magics(shell, tc, capsys):
     assert type(shell.run_line_magic("tinker", "budget")).__name__ == "BudgetPlanner"
     shell.run_line_magic("tinker", "save -h")
     assert "usage" in capsys.readouterr().out
+    # package for a recipient with the workspace publisher key, then verify it against that pinned key
+    from tinker_nb.security.kem import RecipientIdentity
+
+    tmp = Path(tempfile.mkdtemp())
+    RecipientIdentity.generate().public_key().save(tmp / "alice.pub")
+    pub = shell.run_line_magic("tinker", f"keys pubkey --out {tmp / 'publisher.pub'}")
+    assert pub.key_id == tc.service.publisher_key().key_id
+    manifest = shell.run_line_magic("tinker", f"package {tmp / 'm.tgsp'} --recipient {tmp / 'alice.pub'}")
+    rep = shell.run_line_magic("tinker", f"verify {tmp / 'm.tgsp'} --trust {tmp / 'publisher.pub'}")
+    assert rep.ok and rep.package_id == manifest["package_id"]
+    other = tmp / "other.pub"
+    from tinker_nb.security.signing import HybridSigner
+
+    HybridSigner.generate().public_key().save(other)
+    with pytest.raises(UsageError, match="TrustError"):
+        shell.run_line_magic("tinker", f"verify {tmp / 'm.tgsp'} --trust {other}")
+    for bad in (f"package {tmp / 'x.tgsp'} --recipient {tmp / 'missing.pub'}", f"package {tmp / 'x.tgsp'}",
+                f"verify {tmp / 'm.tgsp'}", f"verify {tmp / 'nope.tgsp'} --trust {other}", "keys destroy"):
+        with pytest.raises(UsageError):
+            shell.run_line_magic("tinker", bad)
+    assert not (tmp / "x.tgsp").exists()
     for bad in ("frobnicate", "save", "save x --metadata notjson", "save x --metadata '[1]'", "load",
                 "--client nope status", "audit --tail x", "load does-not-exist", "save 'unbalanced"):
         with pytest.raises(UsageError):

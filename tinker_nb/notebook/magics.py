@@ -50,7 +50,9 @@ def _parser() -> _Parser:
     a.add_argument("--verify", action="store_true")
     a.add_argument("--tail", type=int, default=10)
     k = sub.add_parser("keys", help="key information and rotation")
-    k.add_argument("action", choices=["info", "rotate"])
+    k.add_argument("action", choices=["info", "rotate", "pubkey"],
+                   help="info: tenant KEK versions; rotate: new primary KEK; pubkey: the workspace publisher key")
+    k.add_argument("--out", help="with pubkey: also write the public key file here (for --trust)")
     pk = sub.add_parser("package", help="build a signed TGSP package")
     pk.add_argument("out")
     pk.add_argument("--recipient", action="append", required=True, help="recipient public key file")
@@ -144,6 +146,12 @@ class TinkerMagics(Magics):
     def _cmd_keys(self, tc, args):
         if args.action == "rotate":
             return tc.service.store.rotate()
+        if args.action == "pubkey":
+            pk = tc.service.publisher_key()
+            if args.out:
+                pk.save(args.out)
+                print(f"publisher public key {pk.key_id[:16]}… written to {args.out}")
+            return pk
         return tc.service.keystore.key_info(tc.service.tenant)
 
     def _cmd_package(self, tc, args):
