@@ -33,7 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--smoke", action="store_true", help="smallest settings (used by the test suite)")
     ap.add_argument("--only", nargs="*", help="run only these sections")
     ap.add_argument("--out", default="reports/bench", help="report folder")
+    ap.add_argument("--render", metavar="REPORT.json", help="print a saved report's headline as Markdown and exit")
     args = ap.parse_args(argv)
+    if args.render:
+        from . import sections
+
+        print(sections.markdown(json.loads(Path(args.render).read_text())))
+        return 0
     mode = "full" if args.full else "smoke" if args.smoke else "quick"
     cfg = dict(FULL if args.full else QUICK)
     if args.smoke:

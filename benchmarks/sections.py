@@ -85,7 +85,8 @@ def headline(report: dict) -> list[tuple[str, Any, str]]:
                  ("DP / non-DP peak memory (step delta)", r.get("memory_dp_vs_nondp"), "<= 1.25")]
     if "scaling" in s:
         for row in s["scaling"]["rows"]:
-            rows.append((f"scaling {row['knob']}={row['value']}: DP / non-DP", row["ratio"], "-"))
+            where = "" if row["knob"] == "model" or row.get("model", "embedded") == "embedded" else f" ({row['model']})"
+            rows.append((f"scaling {row['knob']}={row['value']}{where}: DP / non-DP", row["ratio"], "-"))
     if "accounting" in s:
         a = s["accounting"]
         rows += [("live ε update per step (ms)", a["live_update_ms_median"], "<= 0.1"),
@@ -119,4 +120,16 @@ def table(report: dict) -> str:
     lines += [f"{name.ljust(w)}  {_fmt(val):>10}  {tgt}" for name, val, tgt in rows]
     if report.get("errors"):
         lines.append(f"FAILED sections: {', '.join(report['errors'])}")
+    return "\n".join(lines)
+
+
+def markdown(report: dict) -> str:
+    """The headline rows as a Markdown table (docs/BENCHMARKS.md is pasted from this, never typed)."""
+    m = report.get("machine", {})
+    head = (f"mode `{report.get('mode')}`, {m.get('cpu_count')} CPU cores, torch {m.get('torch')}, "
+            f"CUDA {m.get('cuda') or 'none'}")
+    lines = [head, "", "| figure | measured | target |", "|---|---:|---|"]
+    lines += [f"| {name} | {_fmt(val)} | {tgt} |" for name, val, tgt in headline(report)]
+    if report.get("errors"):
+        lines.append(f"\nFAILED sections: {', '.join(report['errors'])}")
     return "\n".join(lines)

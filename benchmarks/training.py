@@ -168,20 +168,30 @@ def training_step_section(model_dir: str, *, batch: int, seq: int, rank: int, ro
     return res
 
 
+def _max_positions(model_dir: str) -> int:
+    import json
+    from pathlib import Path
+
+    return int(json.loads((Path(model_dir) / "config.json").read_text())["max_position_embeddings"])
+
+
 def scaling_section(model_dirs: dict[str, str], *, base: dict, grid: dict[str, list], rounds: int) -> list[dict]:
     """How the DP/non-DP ratio moves with batch, sequence length, model size and LoRA rank."""
     rows = []
     for knob, values in grid.items():
         for val in values:
             kw = dict(base)
-            model = model_dirs["embedded"]
+            name = "embedded"
             if knob == "model":
-                model = model_dirs[val]
+                name = val
             else:
                 kw[knob] = val
+            if kw["seq"] > _max_positions(model_dirs[name]):
+                name = "bigger"  # sequences longer than the embedded model's positions run on the bigger config
+            model = model_dirs[name]
             t = time_variants(model, batch=kw["batch"], seq=kw["seq"], rank=kw["rank"], rounds=rounds,
                               variants=("tinker_dp", "tinker_nondp"))
-            rows.append({"knob": knob, "value": val, "model": model if knob == "model" else "embedded",
+            rows.append({"knob": knob, "value": val, "model": name,
                          **{k: kw[k] for k in ("batch", "seq", "rank")},
                          "dp_median_s": t["tinker_dp"]["median"], "nondp_median_s": t["tinker_nondp"]["median"],
                          "ratio": ratio(t["tinker_dp"], t["tinker_nondp"])})
