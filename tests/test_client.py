@@ -137,3 +137,28 @@ def test_audit_entries_hold_no_raw_text(tiny_model, tmp_path):
     for f in ws.rglob("*"):
         if f.is_file():
             assert b"zorblax" not in f.read_bytes(), f
+
+
+def test_key_rotation_and_shredding_are_audited_and_shredding_needs_confirmation(tiny_model, tmp_path):
+    from tinker_nb import KeyAccessError
+
+    svc = ServiceClient(tmp_path / "ws", passphrase="p", tenant="clinic")
+    tc = svc.create_training_client(_cfg(tiny_model, dp_config=None))
+    tc.forward_backward(RECORDS[:2]).result()
+    tc.optim_step().result()
+    saved = tc.save_state("s")
+    res = svc.rotate_keys()
+    assert res["primary_version"] == 2 and res["rewrapped"] == 1
+    assert tc.load_state(saved.artifact_id)["step"] == 1  # rewrapped, still readable
+    n = svc.ledger.size()
+    with pytest.raises(ConfigError, match="irreversible"):
+        svc.shred_tenant(confirm="other")
+    assert svc.ledger.size() == n  # the refused call changed nothing
+    assert svc.shred_tenant(confirm="clinic")["artifacts_unrecoverable"] == 1
+    with pytest.raises(KeyAccessError, match="crypto-shredded"):
+        svc.store.load(saved.artifact_id)
+    ops = [e.operation for e in svc.ledger.entries()]
+    assert ops.count("rotate_keys") == 1 and ops[-1] == "shred_tenant"
+    rep = svc.ledger.verify()
+    assert rep.ok and rep.checkpoints_checked >= 3  # save, rotation and shredding each signed a checkpoint
+    tc.close()

@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tinker-nb: usage error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except TinkerError as exc:
-        print(f"tinker-nb: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        print(f"tinker-nb: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_OTHER
     except KeyboardInterrupt:
         print("tinker-nb: interrupted", file=sys.stderr)

@@ -8,6 +8,7 @@ to the workspace's audit ledger; checkpoints go to the encrypted artifact store.
 from __future__ import annotations
 
 import os
+import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -120,6 +121,33 @@ class ServiceClient:
 
     def list_checkpoints(self) -> list[dict]:
         return [dict(x.to_dict()) if hasattr(x, "to_dict") else dict(x) for x in self.store.list()]
+
+    # -- key lifecycle (audited) ----------------------------------------------------------------
+    def rotate_keys(self) -> dict:
+        """New primary KEK for this tenant; every checkpoint's DEK is rewrapped (data is not re-encrypted).
+
+        Appended to the audit ledger (versions and counts only) and followed by a signed ledger checkpoint.
+        """
+        res = self.store.rotate()
+        self.audit("rotate_keys", {"tenant": self.tenant, "primary_version": res["primary_version"]},
+                   {"primary_version": res["primary_version"], "rewrapped": res["rewrapped"]})
+        self.ledger.checkpoint()
+        return res
+
+    def shred_tenant(self, *, confirm: str) -> dict:
+        """Crypto-shredding: destroy every KEK of this tenant, so all its checkpoints become unrecoverable.
+
+        Irreversible (right to erasure): pass ``confirm=<tenant name>``. Backups of ``keystore.json`` made
+        before this call still hold the KEKs under the workspace root key; see docs/SECURITY.md.
+        """
+        if confirm != self.tenant:
+            raise ConfigError(f"shredding is irreversible: pass confirm={self.tenant!r} to destroy tenant "
+                              f"{self.tenant!r}'s keys.")
+        artifacts = len(self.store.list())
+        self.keystore.destroy_tenant(self.tenant)
+        self.audit("shred_tenant", {"tenant": self.tenant}, {"artifacts_unrecoverable": artifacts})
+        self.ledger.checkpoint()
+        return {"tenant": self.tenant, "destroyed": True, "artifacts_unrecoverable": artifacts}
 
 
 _CURRENT: weakref.ref | None = None
@@ -240,8 +268,10 @@ class TrainingClient:
                                 "content_sha256": info.get("content_sha256")})
             try:
                 self.service.ledger.checkpoint()
-            except Exception:  # noqa: BLE001 - a missing signer must not lose the saved state
-                pass
+            except Exception as exc:  # noqa: BLE001 - the state is saved; say that the ledger checkpoint is not
+                warnings.warn(f"checkpoint {info['artifact_id']} is saved, but signing the audit ledger checkpoint "
+                              f"failed ({type(exc).__name__}: {exc}); run tc.audit_log().checkpoint() to retry.",
+                              RuntimeWarning, stacklevel=2)
             res = SaveResult(info, name=name, step=s.steps)
             self.events.publish("save", dict(res))
             return res

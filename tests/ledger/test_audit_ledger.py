@@ -95,6 +95,22 @@ def test_truncation_and_rollback_behind_a_signed_checkpoint(tmp_path, signer):
     assert not rep.ok and "truncation or rollback" in rep.reason  # ...but the signed checkpoint catches it
 
 
+def test_cutting_entries_and_their_checkpoints_is_caught_by_a_checkpoint_kept_elsewhere(tmp_path, signer):
+    led = _ledger(tmp_path, signer)
+    kept = led.checkpoint().to_dict()  # e.g. exported, or inside a TGSP package's evidence
+    _sql(led, "DELETE FROM entries WHERE seq>=7")
+    _sql(led, "DELETE FROM checkpoints")  # whoever can write the file can drop the stored checkpoints too
+    assert led.verify().ok  # the file alone cannot tell...
+    rep = led.verify(trusted_checkpoints=[kept])
+    assert not rep.ok and "truncation or rollback" in rep.reason  # ...the kept checkpoint can
+    forged = {**kept, "size": 5}
+    assert not led.verify(trusted_checkpoints=[forged]).ok  # its signature covers the size
+    with pytest.raises(ConfigError):
+        led.verify(trusted_checkpoints=[{"size": 3}])
+    with pytest.raises(ConfigError, match="tenant"):
+        led.verify(trusted_checkpoints=[{**kept, "tenant": "other"}])
+
+
 def test_rewritten_history_is_a_fork(tmp_path, signer):
     led = _ledger(tmp_path, signer, n=5)
     led.checkpoint()

@@ -47,6 +47,17 @@ def test_verify_report(built):
 def test_trust_accepts_key_files(built):
     assert verify_package(built["pkg"], trust=str(built["pub_file"])).ok
     assert verify_package(built["pkg"], trust=[built["pub_file"]]).ok
+    assert verify_package(built["pkg"], trust=built["publisher"]).ok  # a bare signer: its public key
+
+
+def test_base_model_file_names_must_be_plain(built, tmp_path):
+    from tinker_nb.tgsp.edge import check_base_model
+
+    m = json.loads(zipfile.ZipFile(built["pkg"]).read(F.MANIFEST))
+    for name in ("../config.json", "/etc/passwd", ".hidden", "a\\b"):
+        bad = {**m, "base_model": {**m["base_model"], "weights": {name: "0" * 64}}}
+        with pytest.raises(IntegrityError, match="plain file name"):
+            check_base_model(bad, base_model_path=tmp_path)
 
 
 @pytest.mark.parametrize("who", ["alice", "bob"])
@@ -146,6 +157,20 @@ def test_package_checkpoint_and_verify_without_torch(built, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "ok True"  # default publisher = the workspace identity
+
+
+def test_missing_accountant_is_a_setup_error_not_a_tampered_package(built):
+    code = BLOCK_HEAVY.format(blocked=("dp_accounting",)) + textwrap.dedent(f"""
+        from tinker_nb.errors import ConfigError
+        from tinker_nb.tgsp import verify_package
+        try:
+            verify_package({str(built["pkg"])!r}, trust=[{str(built["pub_file"])!r}])
+        except ConfigError as exc:
+            print("config", "pip install dp-accounting" in str(exc))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "config True"
 
 
 def test_verification_never_imports_torch(built):
@@ -352,6 +377,11 @@ class _Unseekable:
     ({F.CERTIFICATE: lambda c: [c]}, None, IntegrityError),
     ({F.RECIPIENTS: lambda r: {**r, "recipients": [1]}}, None, PackageError),
     ({F.RECIPIENTS: lambda r: {**r, "recipients": r["recipients"] * 2}}, None, PackageError),
+    ({}, lambda m: m.update(weights_encryption="AES-128-CTR"), PackageError),
+    ({}, lambda m: m.update(recipient_suite="RSA-OAEP"), PackageError),
+    ({}, lambda m: m.update(tokenizer_sha256="abc"), PackageError),
+    ({}, lambda m: m["adapter"].update(format="pickle"), PackageError),
+    ({}, lambda m: m["adapter"].update(size=-1), PackageError),
 ])
 def test_malformed_but_signed_documents_fail_cleanly(built, tmp_path, docs, manifest_edit, err):
     bad = resign(built["pkg"], tmp_path / "bad.tgsp", built["publisher"], docs=docs, manifest_edit=manifest_edit)

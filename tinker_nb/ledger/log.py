@@ -261,15 +261,27 @@ class AuditLedger:
         return [SignedCheckpoint(*r) for r in rows]
 
     # ------------------------------------------------------------------ verification
-    def verify(self, *, public_key: Any = None) -> VerifyReport:
+    def verify(self, *, public_key: Any = None, trusted_checkpoints: Any = ()) -> VerifyReport:
         """Recompute the chain and the Merkle roots; check every signed checkpoint against them.
 
         Detects edited, deleted, inserted or reordered entries (chain/sequence breaks) and truncation,
         rollback or forks behind a signed checkpoint (its root no longer matches the prefix). Checkpoint
         signatures are verified with ``public_key`` if given, else with this ledger's signer.
+
+        The checkpoints stored in the ledger file can be deleted together with the entries they cover
+        by whoever can write the file. ``trusted_checkpoints`` (``SignedCheckpoint`` objects or their
+        ``to_dict()`` form, kept elsewhere: a copy you exported, a TGSP package's evidence) are checked
+        the same way, so truncation or a rollback of the whole file behind them is still detected.
         """
         rows = self._rows()
-        cps = self.checkpoints()
+        try:
+            external = [cp if isinstance(cp, SignedCheckpoint) else SignedCheckpoint(**cp)
+                        for cp in (trusted_checkpoints or ())]
+        except TypeError:
+            raise ConfigError("trusted_checkpoints must be SignedCheckpoint objects or their to_dict() form.") from None
+        if any(cp.tenant != self.tenant for cp in external):
+            raise ConfigError(f"a trusted checkpoint belongs to another tenant than this ledger's ({self.tenant!r}).")
+        cps = self.checkpoints() + external
         # Roots of every checkpointed prefix come from one streaming pass (O(n) hashes in all, not O(n) per checkpoint).
         wanted = {cp.size for cp in cps}
         prefix_roots: dict[int, bytes] = {0: merkle.EMPTY_ROOT} if 0 in wanted else {}

@@ -145,7 +145,7 @@ class TinkerMagics(Magics):
 
     def _cmd_keys(self, tc, args):
         if args.action == "rotate":
-            return tc.service.store.rotate()
+            return tc.service.rotate_keys()
         if args.action == "pubkey":
             pk = tc.service.publisher_key()
             if args.out:

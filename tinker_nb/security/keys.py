@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +26,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+try:  # POSIX advisory locks serialise keystore updates across processes (two kernels, the CLI)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: thread lock only
+    fcntl = None
 
 from ..errors import ConfigError, IntegrityError, KeyAccessError
 from .aead import new_key, open_sealed, seal
@@ -133,8 +139,13 @@ class Keystore:
             source = "passphrase"
         elif key_file is not None:
             kf = Path(key_file)
-            if not kf.exists():
-                raise KeyAccessError(f"key file {kf} does not exist; create one with `tinker-nb keys init --key-file`.")
+            if not kf.exists() and data is None:
+                # A new workspace with a named key file: make the root key there (0600), for automation.
+                kf.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                atomic_write(kf, secrets.token_bytes(32).hex().encode() + b"\n", mode=0o600)
+            elif not kf.exists():
+                raise KeyAccessError(f"key file {kf} does not exist, and this workspace's keys cannot be opened "
+                                     "without the key file it was created with; restore it from your backup.")
             root = _parse_root(kf.read_text(), f"key file {kf}")
             kdf, source = {"type": "key-file"}, "key-file"
         elif os.environ.get(env_var):
@@ -175,6 +186,24 @@ class Keystore:
     def _save(self) -> None:
         atomic_write(self.path, json.dumps(self._data, indent=1, sort_keys=True).encode())
 
+    @contextlib.contextmanager
+    def _locked(self, *, shared: bool = False):
+        """This process's lock plus an flock on ``keystore.lock``, then a fresh read of keystore.json.
+
+        Exclusive for read-modify-write (create, rotate, retire, destroy), shared for wrap/unwrap, so a
+        kernel never wraps under a version another process retired and two writers never lose a version.
+        """
+        with self._lock:
+            with open(self.path.parent / "keystore.lock", "a+b") as fh:
+                if fcntl is not None:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                try:
+                    self._reload()
+                    yield
+                finally:
+                    if fcntl is not None:
+                        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
     def _reload(self) -> None:
         self._data = json.loads(self.path.read_text())
 
@@ -208,8 +237,7 @@ class Keystore:
         """Create a tenant with a fresh KEK version 1."""
         if not isinstance(tenant, str) or not tenant.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"tenant must be letters, digits, '-' or '_', got {tenant!r}.")
-        with self._lock:
-            self._reload()
+        with self._locked():
             existing = self._data["tenants"].get(tenant)
             if existing and not existing.get("destroyed"):
                 raise ConfigError(f"tenant {tenant!r} already exists.")
@@ -239,7 +267,7 @@ class Keystore:
     # ------------------------------------------------------------------ DEKs
     def wrap_dek(self, tenant: str, dek: bytes, *, aad: bytes) -> WrappedKey:
         """Seal ``dek`` under the tenant's primary KEK; ``aad`` binds it to its artifact."""
-        with self._lock:
+        with self._locked(shared=True):
             version = self._tenant(tenant)["primary"]
             key_id, kek = self._kek(tenant, version)
         blob = seal(kek, dek, aad=self._dek_aad(tenant, key_id, version, aad))
@@ -253,7 +281,7 @@ class Keystore:
         """Open a wrapped DEK; KeyAccessError for another tenant, a destroyed key or a wrong binding."""
         if wrapped.tenant != tenant:
             raise KeyAccessError(f"this key belongs to tenant {wrapped.tenant!r}, not {tenant!r}.")
-        with self._lock:
+        with self._locked(shared=True):
             key_id, kek = self._kek(tenant, wrapped.version)
         if key_id != wrapped.key_id:
             raise KeyAccessError("the wrapped key names a key id this tenant does not have.")
@@ -271,8 +299,7 @@ class Keystore:
     # ------------------------------------------------------------------ lifecycle
     def rotate(self, tenant: str) -> int:
         """Make a new KEK version primary; old versions stay usable until retired. Returns the new version."""
-        with self._lock:
-            self._reload()
+        with self._locked():
             self._tenant(tenant)
             v = self._add_version(tenant)
             self._save()
@@ -280,8 +307,7 @@ class Keystore:
 
     def retire(self, tenant: str, version: int) -> None:
         """Destroy one old KEK version (rewrap its DEKs first: ArtifactStore.rotate does)."""
-        with self._lock:
-            self._reload()
+        with self._locked():
             t = self._tenant(tenant)
             if int(version) == t["primary"]:
                 raise ConfigError("cannot retire the primary key version; rotate first.")
@@ -293,8 +319,7 @@ class Keystore:
 
     def destroy_tenant(self, tenant: str) -> None:
         """Crypto-shredding: erase every KEK of ``tenant``; all its artifacts become unrecoverable."""
-        with self._lock:
-            self._reload()
+        with self._locked():
             self._tenant(tenant)
             self._data["tenants"][tenant] = {"destroyed": True, "destroyed_at": time.time(), "versions": {}}
             self._save()

@@ -55,6 +55,9 @@ def check_base_model(manifest: dict, base_model_path: str | os.PathLike | None =
         raise ConfigError(f"base model {bm['ref']!r} is not available locally; pass base_model_path= (or "
                           "--base-model) with the folder of that model.")
     for name, want in sorted((bm.get("weights") or {}).items()):
+        if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", "..") \
+                or name.startswith("."):
+            raise fail(IntegrityError, "manifest.json", f"base model file name {name!r} is not a plain file name.")
         p = folder / name
         if not p.is_file() or _file_sha(p) != want:
             raise fail(IntegrityError, "manifest.json", f"base model file {name} in {folder} is missing or differs "

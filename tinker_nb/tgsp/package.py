@@ -79,7 +79,7 @@ def load_trust(trust: Any) -> list[HybridPublicKey]:
     """Normalise a trust store: public keys, key files, key dicts (one or a list)."""
     if trust is None:
         return []
-    if isinstance(trust, (HybridPublicKey, str, os.PathLike, dict, bytes)):
+    if isinstance(trust, (HybridPublicKey, HybridSigner, str, os.PathLike, dict, bytes)):
         trust = [trust]
     keys = []
     for t in trust:
@@ -203,8 +203,16 @@ def _check_manifest(c: Container, key: HybridPublicKey, now: datetime) -> dict:
                                                "signature that covers it.")
     if not isinstance(entries, dict) or sorted(entries) != sorted(F.HASHED):
         raise fail(PackageError, F.MANIFEST, f"'entries' must list exactly {', '.join(F.HASHED)}.")
-    if not isinstance(adapter, dict) or not _HEX64.match(str(adapter.get("sha256"))):
-        raise fail(PackageError, F.MANIFEST, "adapter.sha256 is missing or malformed.")
+    if not isinstance(adapter, dict) or not _HEX64.match(str(adapter.get("sha256"))) \
+            or adapter.get("format") != "safetensors" or not isinstance(adapter.get("size"), int) \
+            or isinstance(adapter.get("size"), bool) or adapter["size"] < 0:
+        raise fail(PackageError, F.MANIFEST, "adapter {format: safetensors, sha256, size} is missing or malformed.")
+    if m.get("weights_encryption") != F.WEIGHTS_ENCRYPTION or m.get("recipient_suite") != SUITE_NAME:
+        raise fail(PackageError, F.MANIFEST, f"weights_encryption must be {F.WEIGHTS_ENCRYPTION!r} and "
+                                             f"recipient_suite {SUITE_NAME!r} (TGSP v1).")
+    tok = m.get("tokenizer_sha256")
+    if tok is not None and not _HEX64.match(str(tok)):
+        raise fail(PackageError, F.MANIFEST, "tokenizer_sha256 must be 64 lowercase hex characters or null.")
     if now >= expires:
         raise fail(TrustError, F.MANIFEST, f"the package expired at {m['expires']}.")
     if created > now + timedelta(seconds=F.CLOCK_SKEW_S) or created >= expires:

@@ -20,7 +20,7 @@ import hashlib
 import json
 import sys
 import zipfile
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 ENTRIES = ["manifest.json", "manifest.sig", "weights.enc", "recipients.json", "evidence.json", "dp_certificate.json"]
 HASHED = ["weights.enc", "recipients.json", "evidence.json", "dp_certificate.json"]
@@ -209,7 +209,7 @@ def verify(path: str, publisher: dict, now: datetime, recipient_key: bytes | Non
     # 5. time
     created = datetime.strptime(m["created"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
     expires = datetime.strptime(m["expires"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    if not created <= now < expires:
+    if not (created <= now + timedelta(minutes=10) and now < expires):  # spec §10 step 5: 10 min clock skew
         raise Fail("manifest.json: expired or not yet valid")
     out["checks"].append("validity period")
     # 6. recipients
