@@ -264,6 +264,16 @@ class ArtifactStore:
                 n += 1
         return {"tenant": self.tenant, "primary_version": version, "rewrapped": n}
 
+    def retire(self, version: int) -> None:
+        """Destroy an old KEK version, refused while any indexed artifact's DEK is still wrapped under it."""
+        with self._db() as db:
+            rows = db.execute("SELECT wrapped_dek FROM artifacts WHERE tenant=?", (self.tenant,)).fetchall()
+        still = sum(1 for (wj,) in rows if WrappedKey.from_dict(json.loads(wj)).version == int(version))
+        if still:
+            raise ConfigError(f"{still} checkpoint(s) of tenant {self.tenant!r} are still wrapped under key version "
+                              f"{version}; rotate (which rewraps them) before retiring it.")
+        self.keystore.retire(self.tenant, version)
+
 
 class _Tx:
     """Context manager: BEGIN IMMEDIATE … COMMIT (or ROLLBACK), then close."""

@@ -146,11 +146,14 @@ def test_tenants_are_isolated_even_with_file_access(ws):
 def test_rotation_retire_and_shredding(ws):
     st = _store(ws, passphrase="pw")
     old = st.save("old", {"w": b"1" * 100})
+    with pytest.raises(ConfigError, match="still wrapped"):
+        st.retire(1)  # 'old' is still under version 1: retiring it would lose the artifact
+    assert st.load(old.artifact_id)[0]["w"] == b"1" * 100
     res = st.rotate()
     assert res["primary_version"] == 2 and res["rewrapped"] == 1
     new = st.save("new", {"w": b"2" * 100})
     assert new.encryption["key_version"] == 2
-    st.keystore.retire("acme", 1)  # DEKs were rewrapped, so old artifacts stay readable
+    st.retire(1)  # DEKs were rewrapped, so old artifacts stay readable
     assert st.load(old.artifact_id)[0]["w"] == b"1" * 100
     with pytest.raises(ConfigError):
         st.keystore.retire("acme", 2)
