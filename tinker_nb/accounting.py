@@ -218,6 +218,7 @@ class LiveRDP:
             rdp._compute_rdp_poisson_subsampled_gaussian(self.sample_rate, self.noise_multiplier, self._orders),
             dtype=float,
         )
+        self._anchor_steps = sorted(self.anchors)
 
     def step(self, n: int = 1) -> None:
         self.steps += n
@@ -236,22 +237,14 @@ class LiveRDP:
         eps = np.where((r < 0) | (delta**2 + np.expm1(-r) > 0), 0.0, eps)
         return float(max(0.0, eps.min()))
 
-
     def bound(self, delta: float) -> float:
         """Live upper bound: min(RDP ε, exact ε of the nearest anchored step count >= ``steps``)."""
         eps = self.epsilon(delta)
-        if self.anchors and self.steps > 0 and delta == self.anchor_delta:
-            keys = self._anchor_keys()
-            i = bisect.bisect_left(keys, self.steps)
-            if i < len(keys):
-                eps = min(eps, self.anchors[keys[i]])
+        if self.steps > 0 and delta == self.anchor_delta:
+            i = bisect.bisect_left(self._anchor_steps, self.steps)
+            if i < len(self._anchor_steps):
+                eps = min(eps, self.anchors[self._anchor_steps[i]])
         return eps
-
-    def _anchor_keys(self) -> list[int]:
-        if getattr(self, "_keys_for", None) is not self.anchors or len(self._keys) != len(self.anchors):
-            self._keys = sorted(self.anchors)
-            self._keys_for = self.anchors
-        return self._keys
 
 
 def history_steps(history: Iterable[tuple[float, float, int]]) -> int:

@@ -1,9 +1,10 @@
 """DP-SGD gradient side: per-example gradients, clipping, accumulation, noise.
 
 Per-example gradients come from opacus's grad samplers through hooks attached in place (no wrapper:
-:mod:`.per_sample`), so the peft model keeps ``generate`` and clean state-dict keys. We clip and sum per-example gradients ourselves after every
-``forward_backward`` so that several calls accumulate into one logical step, and add Gaussian noise
-exactly once per ``optim_step``, normalised by the public expected batch size.
+:mod:`.per_sample`), so the peft model keeps ``generate`` and clean state-dict keys. We clip and sum
+per-example gradients ourselves after every ``forward_backward`` so that several calls accumulate
+into one logical step, and add Gaussian noise exactly once per ``optim_step``, normalised by the
+public expected batch size.
 """
 
 from __future__ import annotations

@@ -60,6 +60,7 @@ def generate(model, tokenizer, prompts: list[str], *, max_tokens: int, temperatu
         raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}.")
     stops = _check(max_tokens, temperature, top_p, top_k, stop, seed)
     eos = tokenizer.eos_token_id
+    cache_kw = _cache_kwarg(model)
     out = SampleResult()
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
@@ -73,7 +74,7 @@ def generate(model, tokenizer, prompts: list[str], *, max_tokens: int, temperatu
                             f"{max_positions} positions; shorten the prompt or lower max_tokens.")
         for _ in range(num_samples):
             out.samples.append(_one(model, tokenizer, prompt, ids, max_tokens, temperature, top_p, top_k,
-                                    stops, eos, gen, device))
+                                    stops, eos, gen, device, cache_kw))
     return out
 
 
@@ -84,14 +85,14 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _one(model, tokenizer, prompt, ids, max_tokens, temperature, top_p, top_k, stops, eos, gen, device) -> Sample:
+def _one(model, tokenizer, prompt, ids, max_tokens, temperature, top_p, top_k, stops, eos, gen, device,
+         cache_kw) -> Sample:
     input_ids = torch.tensor([ids], device=device)
     past = None
     new: list[int] = []
     finish = "length"
     text = ""
     cur = input_ids
-    cache_kw = _cache_kwarg(model)
     for _ in range(max_tokens):
         res = model(input_ids=cur, use_cache=True, **{cache_kw: past})
         past = res[cache_kw]

@@ -88,12 +88,13 @@ def check_certificate(cert: Any) -> dict[str, Any]:
     Returns a summary: dp, epsilon (stated), epsilon_recomputed, accountant used, epsilon_rdp,
     delta, accounting_valid, statement.
     """
-    from ..errors import ConfigError
-
     try:
         return _check(cert)
-    except ConfigError:  # the verifier's set-up (no accountant installed), not the certificate
-        raise
+    except ImportError as exc:  # a missing accountant is the verifier's set-up, not the package's fault
+        from ..errors import ConfigError
+
+        raise ConfigError(f"checking the DP certificate needs the dp-accounting package ({exc}); "
+                          "pip install dp-accounting (a tinker-nb dependency).") from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise fail(IntegrityError, _E, f"malformed ({type(exc).__name__}).") from None
 
@@ -141,13 +142,8 @@ def _check(cert: Any) -> dict[str, Any]:
             raise fail(IntegrityError, _E, f"unknown accountant {acct!r} (TGSP v1: pld, prv, rdp).")
         recomputed = accounting.epsilon(hist, delta=delta, accountant=used)
         recomputed_rdp = accounting.epsilon(hist, delta=delta, accountant="rdp")
-    except IntegrityError:
+    except (IntegrityError, ImportError):
         raise
-    except ImportError as exc:  # a missing accountant is the verifier's set-up, not the package's fault
-        from ..errors import ConfigError
-
-        raise ConfigError(f"checking the DP certificate needs the dp-accounting package ({exc}); "
-                          "pip install dp-accounting (a tinker-nb dependency).") from None
     except Exception as exc:  # noqa: BLE001 - ConfigError from bad σ/q, numeric failures
         raise fail(IntegrityError, _E, f"its parameters cannot be accounted: {exc}") from None
     if not _close(stated, recomputed, tol):
