@@ -111,7 +111,7 @@ class RecipientIdentity:
                 "protected": protect(self._private_bytes(), passphrase, label="recipient-identity")}
 
     def save(self, path: str | Path, *, passphrase: str) -> None:
-        from .keys import atomic_write
+        from ..fsio import atomic_write
 
         atomic_write(Path(path), (json.dumps(self.to_protected_dict(passphrase), indent=1) + "\n").encode())
 

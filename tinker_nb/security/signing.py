@@ -136,7 +136,7 @@ class HybridSigner:
                 "protected": protect(self._private_bytes(), passphrase, label="signing-key")}
 
     def save(self, path: str | Path, *, passphrase: str) -> None:
-        from .keys import atomic_write
+        from ..fsio import atomic_write
 
         atomic_write(Path(path), (json.dumps(self.to_protected_dict(passphrase), indent=1) + "\n").encode())
 
