@@ -34,7 +34,7 @@ def _sql(led, q, *args):
 def test_clean_ledger_verifies_with_checkpoints(tmp_path, signer):
     led = _ledger(tmp_path, signer)
     cp = led.checkpoint()
-    led.append("save_state", {"artifact_id": "x"})
+    led.append("load_state", {"artifact_id": "x"})  # not in SIGNED_AFTER: no checkpoint follows
     rep = led.verify()
     assert rep.ok and rep.entries_checked == 11 and rep.checkpoints_checked == 1
     assert cp.size == 10 and led.state()["entries"] == 11

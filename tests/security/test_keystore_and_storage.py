@@ -243,5 +243,5 @@ def test_sigkill_during_save_leaves_previous_checkpoint_and_clean_index(ws, tmp_
     assert st.load(first.artifact_id)[0]["w"] == b"ok" * 1000
     # the half-written temp file is never visible as an artifact; garbage collection removes it
     assert not [f for f in st.dir.glob("*.tnc") if not f.name.startswith(".") and f.stem != first.artifact_id]
-    assert st.collect_garbage(older_than_s=0) == 1 and not list(st.dir.glob(".tmp-*"))
+    assert len(st.collect_garbage(older_than_s=0).temp_files_removed) == 1 and not list(st.dir.glob(".tmp-*"))
     _ = json

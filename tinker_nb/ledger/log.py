@@ -9,27 +9,35 @@ Entry (canonical JSON, hashed)::
 ``params_digest`` is SHA-256 of the canonical JSON of the operation's parameters: the raw parameters
 are never stored. ``summary`` holds only small non-secret scalars chosen by the caller.
 Signed checkpoints sign ``"tinker-nb/ledger-checkpoint/v1\\n" ‖ tenant ‖ "\\n" ‖ size ‖ "\\n" ‖ root hex ‖ "\\n" ‖ ts``
-with the workspace's composite signer (see docs/AUDIT_LEDGER.md).
+with the workspace's composite signer (see docs/AUDIT_LEDGER.md). A ledger with a signer signs a
+checkpoint right after every operation in :data:`SIGNED_AFTER` (saves, releases, key changes), so
+deleting such an entry from the tail is detected by the checkpoint that follows it.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import sqlite3
-import time
+import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..canonical import canonical_json
-from ..errors import ConfigError, IntegrityError
+from ..errors import ConfigError, IntegrityError, SignatureError
+from ..fsio import sqlite_connect
 from . import merkle
 
 __all__ = ["AuditLedger", "Entry", "SignedCheckpoint", "VerifyReport", "GENESIS", "CHECKPOINT_CONTEXT",
-           "checkpoint_message"]
+           "SIGNED_AFTER", "checkpoint_message"]
+
+# Operations after which a ledger that has a signer signs a checkpoint in the same call.
+SIGNED_AFTER = frozenset({"save_state", "save_aborted", "package", "rotate_keys", "retire_key", "shred_tenant",
+                          "create_tenant"})
 
 GENESIS = "GENESIS"
 CHECKPOINT_CONTEXT = b"tinker-nb/ledger-checkpoint/v1"
@@ -65,6 +73,37 @@ class SignedCheckpoint:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "SignedCheckpoint":
+        """Parse an exported checkpoint (``to_dict()`` form); IntegrityError naming what is malformed."""
+        fields = ("size", "root_hash", "timestamp", "tenant", "key_id", "signature", "public_key")
+        if not isinstance(d, dict) or set(d) != set(fields):
+            raise IntegrityError(f"a signed ledger checkpoint has exactly the fields {', '.join(fields)}.")
+        if not isinstance(d["size"], int) or isinstance(d["size"], bool) or d["size"] < 0:
+            raise IntegrityError("checkpoint size must be a non-negative integer.")
+        if not all(isinstance(d[k], str) for k in fields[1:]) or len(d["root_hash"]) != 64:
+            raise IntegrityError("checkpoint root_hash (64 hex), timestamp, tenant, key_id, signature and public_key "
+                                 "must be strings.")
+        try:
+            bytes.fromhex(d["root_hash"])
+            base64.b64decode(d["signature"], validate=True)
+        except (ValueError, binascii.Error):
+            raise IntegrityError("checkpoint root_hash is not hex or signature is not base64.") from None
+        return cls(**d)
+
+
+def load_checkpoint_file(path: str | Path) -> SignedCheckpoint:
+    """Read a checkpoint exported with ``tinker-nb audit checkpoint --out FILE`` (or ``to_dict()`` as JSON)."""
+    p = Path(path)
+    try:
+        return SignedCheckpoint.from_dict(json.loads(p.read_bytes()))
+    except FileNotFoundError:
+        raise ConfigError(f"trusted checkpoint file {p} does not exist.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"trusted checkpoint {p} is a folder; give the JSON file.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise IntegrityError(f"trusted checkpoint file {p} is not valid JSON.") from None
 
 
 @dataclass
@@ -108,18 +147,36 @@ def _clean_summary(summary: dict) -> dict:
 
 
 class AuditLedger:
-    """Append-only audit log for one tenant in one SQLite file (several tenants may share the file)."""
+    """Append-only audit log for one tenant in one SQLite file (several tenants may share the file).
 
-    def __init__(self, path: str | Path, *, tenant: str, signer: Any = None) -> None:
+    ``readonly=True`` (what ``tinker-nb audit verify`` uses) opens an existing file with SQLite's
+    ``mode=ro``: nothing is created or written, and a file without the ledger's tables is refused with
+    IntegrityError instead of being turned into an empty ledger.
+    """
+
+    def __init__(self, path: str | Path, *, tenant: str, signer: Any = None, readonly: bool = False) -> None:
         self.path = Path(path)
         self.tenant = tenant
         self.signer = signer
+        self.readonly = readonly
         self.last_verification: VerifyReport | None = None
-        import threading
-
         self._db_lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
-        self._leaves: list[bytes] = []  # cache of leaf hashes (in seq order), extended on demand
+        if readonly:
+            if not self.path.is_file():
+                raise ConfigError(f"no audit ledger file at {self.path}.")
+            try:
+                with self._connect() as db:
+                    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            except sqlite3.DatabaseError as exc:
+                self.close()
+                raise IntegrityError(f"{self.path} is not a readable SQLite database ({exc}).") from None
+            if not {"entries", "checkpoints"} <= tables:
+                self.close()
+                raise IntegrityError(f"{self.path} is not an audit ledger: it has no "
+                                     f"{' or '.join(sorted({'entries', 'checkpoints'} - tables))} table "
+                                     f"({'an empty file' if self.path.stat().st_size == 0 else 'another database'}).")
+            return
         with self._connect() as db:
             db.execute("""CREATE TABLE IF NOT EXISTS entries (
                 tenant TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, operation TEXT NOT NULL,
@@ -135,10 +192,7 @@ class AuditLedger:
     def _connect(self) -> "_Conn":
         """The ledger's one connection (opened lazily, shared by threads under a lock)."""
         if self._db is None:
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            self._db = db
+            self._db = sqlite_connect(self.path, readonly=self.readonly, timeout=60, check_same_thread=False)
         return _Conn(self._db, self._db_lock)
 
     def close(self) -> None:
@@ -150,6 +204,8 @@ class AuditLedger:
     # ------------------------------------------------------------------ append
     def append(self, operation: str, params: dict | None = None, *, summary: dict | None = None) -> Entry:
         """Durably append one entry (digest of ``params``; ``summary`` of non-secret scalars in clear)."""
+        if self.readonly:
+            raise ConfigError("this ledger was opened read-only (for verification); it cannot be appended to.")
         if not isinstance(operation, str) or not operation:
             raise ConfigError("ledger operation must be a non-empty string.")
         try:
@@ -159,7 +215,10 @@ class AuditLedger:
         summ = _clean_summary(summary or {})
         with self._connect() as db:
             self._append_tx(db, operation, digest, summ)
-            return self._last_appended
+            entry = self._last_appended
+        if self.signer is not None and operation in SIGNED_AFTER:
+            self.checkpoint()
+        return entry
 
     def _append_tx(self, db, operation: str, digest: str, summ: dict) -> None:
         try:
@@ -185,7 +244,10 @@ class AuditLedger:
             q = "SELECT seq, ts, tenant, operation, params_digest, summary, prev_hash, record_hash FROM entries " \
                 "WHERE tenant=? AND seq>=?" + (" AND seq<?" if stop is not None else "") + " ORDER BY rowid"
             args = (self.tenant, start) + ((stop,) if stop is not None else ())
-            return db.execute(q, args).fetchall()
+            try:
+                return db.execute(q, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise IntegrityError(f"the audit ledger {self.path.name} is unreadable ({exc}).") from None
 
     @staticmethod
     def _entry(r: tuple) -> Entry:
@@ -243,6 +305,8 @@ class AuditLedger:
         """Sign (size, root, time) with the workspace signer and store it."""
         if self.signer is None:
             raise ConfigError("this ledger has no signer; pass signer= to sign checkpoints.")
+        if self.readonly:
+            raise ConfigError("this ledger was opened read-only (for verification); it cannot sign checkpoints.")
         leaves = self._leaf_hashes()
         size, root_hex = len(leaves), merkle.root(leaves).hex()
         ts = datetime.now(timezone.utc).isoformat()
@@ -256,9 +320,17 @@ class AuditLedger:
 
     def checkpoints(self) -> list[SignedCheckpoint]:
         with self._connect() as db:
-            rows = db.execute("SELECT size, root_hash, ts, tenant, key_id, signature, public_key FROM checkpoints "
-                              "WHERE tenant=? ORDER BY rowid", (self.tenant,)).fetchall()
+            try:
+                rows = db.execute("SELECT size, root_hash, ts, tenant, key_id, signature, public_key FROM checkpoints "
+                                  "WHERE tenant=? ORDER BY rowid", (self.tenant,)).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise IntegrityError(f"the audit ledger {self.path.name} is unreadable ({exc}).") from None
         return [SignedCheckpoint(*r) for r in rows]
+
+    def latest_checkpoint(self) -> SignedCheckpoint | None:
+        """The most recent signed checkpoint (export it and keep it elsewhere to detect a later rollback)."""
+        cps = self.checkpoints()
+        return cps[-1] if cps else None
 
     # ------------------------------------------------------------------ verification
     def verify(self, *, public_key: Any = None, trusted_checkpoints: Any = ()) -> VerifyReport:
@@ -275,10 +347,11 @@ class AuditLedger:
         """
         rows = self._rows()
         try:
-            external = [cp if isinstance(cp, SignedCheckpoint) else SignedCheckpoint(**cp)
+            external = [cp if isinstance(cp, SignedCheckpoint) else SignedCheckpoint.from_dict(cp)
                         for cp in (trusted_checkpoints or ())]
-        except TypeError:
-            raise ConfigError("trusted_checkpoints must be SignedCheckpoint objects or their to_dict() form.") from None
+        except IntegrityError as exc:
+            raise ConfigError(f"trusted_checkpoints must be SignedCheckpoint objects or their to_dict() form: "
+                              f"{exc}") from None
         if any(cp.tenant != self.tenant for cp in external):
             raise ConfigError(f"a trusted checkpoint belongs to another tenant than this ledger's ({self.tenant!r}).")
         cps = self.checkpoints() + external
@@ -314,20 +387,18 @@ class AuditLedger:
         verifier = public_key if public_key is not None else (self.signer.public_key() if self.signer else None)
         for j, cp in enumerate(cps):
             if verifier is not None:
-                from ..errors import SignatureError
-
                 if cp.key_id != verifier.key_id:
                     return self._report(False, len(rows), j, None, f"checkpoint {j} was signed by an untrusted key.")
                 try:
                     verifier.verify(checkpoint_message(cp.tenant, cp.size, cp.root_hash, cp.timestamp),
                                     base64.b64decode(cp.signature), context=CHECKPOINT_CONTEXT)
-                except SignatureError as exc:
+                except (SignatureError, ValueError, binascii.Error) as exc:
                     return self._report(False, len(rows), j, None, f"checkpoint {j}: {exc}")
             if cp.size > tree.size:
                 return self._report(False, len(rows), j, tree.size,
                                     f"truncation or rollback: signed checkpoint {j} covers {cp.size} entries "
                                     f"but the ledger has {tree.size}.")
-            if prefix_roots[cp.size].hex() != cp.root_hash:
+            if prefix_roots.get(cp.size, b"").hex() != cp.root_hash:
                 return self._report(False, len(rows), j, None,
                                     f"fork or rewrite: the first {cp.size} entries no longer match signed "
                                     f"checkpoint {j}'s root.")
@@ -375,4 +446,3 @@ class _Conn:
             self.lock.release()
 
 
-_ = (IntegrityError, time)

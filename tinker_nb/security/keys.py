@@ -552,8 +552,6 @@ class Keystore:
             t = self._tenant(tenant)
             if not isinstance(version, int) or isinstance(version, bool):
                 raise ConfigError(f"key version must be an integer, got {version!r}.")
-            if version == t["primary"]:
-                raise ConfigError("cannot retire the primary key version; rotate first.")
             v = t["versions"].get(str(version))
             if v is None:
                 raise ConfigError(f"tenant {tenant!r} has no key version {version}.")
@@ -563,6 +561,8 @@ class Keystore:
             if still:
                 raise ConfigError(f"{still} checkpoint(s) of tenant {tenant!r} are still wrapped under key version "
                                   f"{version}; rotate (which rewraps them) before retiring it.")
+            if version == t["primary"]:
+                raise ConfigError("cannot retire the primary key version; rotate first.")
             v["status"], v["sealed"] = "destroyed", ""
             self._save()
 
