@@ -51,7 +51,9 @@ class GradientAccumulator:
         if dp:
             from .per_sample import attach_per_sample_hooks
 
-            self.hooks = attach_per_sample_hooks(model)
+            # LoRA (all trainable layers nn.Linear): per-example gradients land in one flat buffer laid out
+            # in self.params order; anything else: opacus's hooks and p.grad_sample.
+            self.hooks = attach_per_sample_hooks(model, self.params)
 
     # -- per call -------------------------------------------------------------------------------
     def absorb(self, batch_size: int) -> ClipStats:
@@ -69,6 +71,11 @@ class GradientAccumulator:
         return stats
 
     def _absorb_clipped(self, batch_size: int) -> ClipStats:
+        C = self.max_grad_norm
+        if hasattr(self.hooks, "clip_and_accumulate"):
+            norms = self.hooks.clip_and_accumulate(C, self.sums)  # two whole-buffer ops, no per-parameter loop
+            clipped, mean, top = torch.stack([(norms > C).sum().to(norms.dtype), norms.mean(), norms.max()]).tolist()
+            return ClipStats(batch_size, int(clipped), mean, top)
         grads = []
         for p in self.params:
             gs = getattr(p, "grad_sample", None)

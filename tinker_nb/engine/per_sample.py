@@ -1,56 +1,194 @@
-"""Per-example gradients of the trainable ``nn.Linear`` layers (LoRA A/B) with light hooks.
+"""Per-example gradients of the trainable ``nn.Linear`` layers (LoRA A/B), clipped and summed in place.
 
-Opacus's ``GradSampleHooks`` registers *full* module backward hooks, which wrap every hooked module's
-inputs and outputs in ``BackwardHookFunction`` nodes; on a small model that bookkeeping is ~10% of a
-training step. A LoRA adapter only trains ``nn.Linear`` layers, so here a forward hook keeps the
-layer's input and registers a plain tensor hook on its output; when autograd delivers the output's
-gradient, opacus's own grad sampler for ``nn.Linear`` (``compute_linear_grad_sample``, the same
-einsum opacus runs) turns (activations, backprops) into ``p.grad_sample``. The math is opacus's; only
-the hook plumbing is ours. Models with other trainable layer types use opacus's hooks unchanged
-(:func:`attach_per_sample_hooks`).
+A LoRA adapter trains only ``nn.Linear`` layers. For such a layer with input activations ``a``
+(B, T, d_in) and output gradients ``g`` (B, T, d_out), example i's weight gradient is
+``g_i^T a_i`` (d_out × d_in). Opacus computes it in a module backward hook *in addition to* the
+batch gradient autograd computes anyway, and then the clipped sum needs one more pass per parameter.
+
+Here each trainable ``nn.Linear`` runs through one autograd function (:class:`_PerExampleLinear`)
+whose backward
+
+- computes the input gradient as usual (``g @ W``),
+- writes the per-example weight (and bias) gradients straight into one flat buffer of shape
+  (B, P) — P = number of trainable parameters — with a single batched GEMM per layer, and
+- returns *no* weight gradient, so autograd never spends the batch-gradient GEMM that DP-SGD would
+  throw away.
+
+Clipping is then two whole-buffer operations (per-example norms over the rows, and the clipped sum
+as one (B)·(B, P) product) instead of two small operations per parameter.
+
+Per layer there is a choice between this (instantiation: B·d_out·d_in numbers, B·T·d_out·d_in
+multiply-adds) and ghost clipping (norms from the T×T Gram matrices ``a_i a_i^T`` and ``g_i g_i^T``,
+B·T²·(d_in + d_out) multiply-adds, then a second GEMM for the clipped sum). For LoRA layers one of
+d_in/d_out is the rank r, so instantiation costs ``B·T·r·d`` against ghost's ``B·T²·d``: it wins
+whenever T > r, which is every realistic sequence length, and its buffer (B × trainable params) is
+small. :func:`ghost_norm_is_cheaper` states the rule; this module therefore instantiates for every
+layer. Models with other trainable layer types fall back to opacus's ``GradSampleHooks``
+(:func:`attach_per_sample_hooks`), whose per-example gradients land in ``p.grad_sample``.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LinearPerSampleHooks", "attach_per_sample_hooks"]
+__all__ = ["LinearPerExampleGrads", "LinearPerSampleHooks", "attach_per_sample_hooks", "ghost_norm_is_cheaper"]
 
 
 def _trainable_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
 
 
-class LinearPerSampleHooks:
-    """Writes ``p.grad_sample`` (batch-first, loss reduction "sum") for every trainable ``nn.Linear``."""
+def ghost_norm_is_cheaper(*, seq_len: int, d_in: int, d_out: int) -> bool:
+    """True when ghost norms (T² Gram matrices) cost fewer multiply-adds than instantiating g_i^T a_i.
 
-    def __init__(self, model: nn.Module) -> None:
-        from opacus.grad_sample.linear import compute_linear_grad_sample
+    Instantiation: T·d_in·d_out per example; ghost norm: T²·(d_in + d_out) per example plus the same
+    GEMM again for the clipped sum. (fastDP's rule, ``2T² ≤ d_in·d_out``, is the same comparison.)
+    """
+    return 2 * seq_len * seq_len < d_in * d_out
 
-        self._sampler = compute_linear_grad_sample
+
+class _PerExampleLinear(torch.autograd.Function):
+    """``F.linear`` whose backward records per-example parameter gradients instead of batch ones."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, slot):  # noqa: D401 - autograd signature
+        ctx.save_for_backward(x, weight)
+        ctx.slot = slot
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_out.matmul(weight.to(grad_out.dtype)) if ctx.needs_input_grad[0] else None
+        ctx.slot.owner._record(ctx.slot, x, grad_out)
+        # No weight/bias gradient: DP-SGD uses only the clipped per-example sum recorded above.
+        return grad_x, None, None, None
+
+
+class _Slot:
+    __slots__ = ("owner", "module", "w_off", "w_shape", "b_off", "b_size", "index")
+
+    def __init__(self, owner, module, index):
+        self.owner, self.module, self.index = owner, module, index
+        self.w_off = self.b_off = None
+        self.w_shape = tuple(module.weight.shape)
+        self.b_size = 0
+
+
+class LinearPerExampleGrads:
+    """Per-example gradients of every trainable ``nn.Linear`` in a flat (B, P) buffer, and their clipped sum.
+
+    ``params`` (default: the model's trainable parameters in ``model.parameters()`` order) fixes the
+    column layout of the buffer, so :meth:`clip_and_accumulate` can add into a matching list of sums.
+    The hooks act only while enabled and while autograd records; ``disable_hooks`` (generation) and
+    ``cleanup`` restore the layers' own ``forward``.
+    """
+
+    def __init__(self, model: nn.Module, params: list[torch.nn.Parameter] | None = None) -> None:
         self.modules = _trainable_modules(model)
         bad = [type(m).__name__ for m in self.modules if type(m) is not nn.Linear]
         if bad:
-            raise TypeError(f"LinearPerSampleHooks handles nn.Linear only, got {sorted(set(bad))}")
+            raise TypeError(f"LinearPerExampleGrads handles nn.Linear only, got {sorted(set(bad))}")
+        self.params = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
+        offsets, off = {}, 0
+        for p in self.params:
+            offsets[id(p)] = off
+            off += p.numel()
+        self.numel = off
+        self.sizes = [p.numel() for p in self.params]
+        self.slots: list[_Slot] = []
+        for m in self.modules:
+            s = _Slot(self, m, len(self.slots))
+            if m.weight.requires_grad:
+                s.w_off = offsets[id(m.weight)]
+            if m.bias is not None and m.bias.requires_grad:
+                s.b_off, s.b_size = offsets[id(m.bias)], m.bias.numel()
+            self.slots.append(s)
+            m.forward = partial(self._forward, s)
+        covered = sum((s.w_off is not None) * m.weight.numel() + s.b_size for s, m in zip(self.slots, self.modules))
+        if covered != self.numel:
+            raise TypeError("some trainable parameters are not weights or biases of a trainable nn.Linear")
         self.enabled = True
-        self._handles = [m.register_forward_hook(self._forward_hook) for m in self.modules]
+        self._buf: torch.Tensor | None = None
+        self._batch = 0
+        self._written: set[int] = set()
 
-    def _forward_hook(self, module: nn.Linear, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        if not self.enabled or not torch.is_grad_enabled() or not output.requires_grad:
-            return
-        activations = inputs[0].detach()
+    # -- forward / backward ---------------------------------------------------------------------
+    def _forward(self, slot: _Slot, x: torch.Tensor) -> torch.Tensor:
+        m = slot.module
+        if self.enabled and torch.is_grad_enabled():
+            return _PerExampleLinear.apply(x, m.weight, m.bias, slot)
+        return F.linear(x, m.weight, m.bias)
 
-        def on_grad(backprops: torch.Tensor) -> None:
-            for p, gs in self._sampler(module, [activations], backprops.detach()).items():
-                prev = getattr(p, "grad_sample", None)
-                # A layer called twice in one forward pass contributes the sum of both calls.
-                p.grad_sample = gs if prev is None else prev + gs
+    def _buffer(self, batch: int, device: torch.device) -> torch.Tensor:
+        buf = self._buf
+        if buf is None or buf.shape[0] != batch or buf.device != device:
+            if self._written:
+                raise RuntimeError("per-example gradients of one backward pass mix batch sizes")
+            buf = self._buf = torch.empty(batch, self.numel, dtype=torch.float32, device=device)
+        return buf
 
-        output.register_hook(on_grad)
+    def _record(self, slot: _Slot, x: torch.Tensor, grad_out: torch.Tensor) -> None:
+        batch = x.shape[0]
+        buf = self._buffer(batch, x.device)
+        a = x.reshape(batch, -1, x.shape[-1])
+        g = grad_out.reshape(batch, -1, grad_out.shape[-1])
+        if a.dtype != torch.float32:
+            a = a.float()
+        if g.dtype != torch.float32:
+            g = g.float()
+        again = slot.index in self._written  # a layer called twice in one forward pass: sum both calls
+        if slot.w_off is not None:
+            o, i = slot.w_shape
+            view = buf[:, slot.w_off: slot.w_off + o * i].view(batch, o, i)
+            if again:
+                view.baddbmm_(g.transpose(1, 2), a)
+            else:
+                torch.bmm(g.transpose(1, 2), a, out=view)
+        if slot.b_off is not None:
+            view = buf[:, slot.b_off: slot.b_off + slot.b_size]
+            if again:
+                view.add_(g.sum(1))
+            else:
+                torch.sum(g, dim=1, out=view)
+        self._written.add(slot.index)
+        self._batch = batch
 
+    # -- consuming one backward pass ------------------------------------------------------------
+    def _take(self) -> torch.Tensor:
+        if not self._written or self._buf is None:
+            raise RuntimeError("per-example gradients missing (per-sample hooks inactive during the backward pass)")
+        buf = self._buf
+        for s in self.slots:  # a layer that took no part in this pass has zero per-example gradient
+            if s.index not in self._written:
+                if s.w_off is not None:
+                    buf[:, s.w_off: s.w_off + s.w_shape[0] * s.w_shape[1]].zero_()
+                if s.b_off is not None:
+                    buf[:, s.b_off: s.b_off + s.b_size].zero_()
+        self._written = set()
+        return buf
+
+    def per_example_grads(self) -> list[torch.Tensor]:
+        """Views (B, *p.shape) of this pass's per-example gradients, one per parameter (consumes the pass)."""
+        buf = self._take()
+        return [c.reshape(buf.shape[0], *p.shape) for c, p in zip(buf.split(self.sizes, dim=1), self.params)]
+
+    def clip_and_accumulate(self, max_grad_norm: float, sums: list[torch.Tensor]) -> torch.Tensor:
+        """Add ``sum_i min(1, C/‖g_i‖) g_i`` into ``sums`` (one tensor per parameter); return the norms ‖g_i‖."""
+        buf = self._take()
+        norms = torch.linalg.vector_norm(buf, dim=1)
+        factor = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+        clipped = factor @ buf
+        for s, c in zip(sums, clipped.split(self.sizes)):
+            s.add_(c.view(s.shape))
+        return norms
+
+    # -- lifecycle ------------------------------------------------------------------------------
     def disable_hooks(self) -> None:
         self.enabled = False
 
@@ -58,23 +196,26 @@ class LinearPerSampleHooks:
         self.enabled = True
 
     def cleanup(self) -> None:
-        """Remove the hooks and any per-example gradients left on the parameters."""
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        """Give every layer its own ``forward`` back and drop the buffer."""
         for m in self.modules:
-            for p in m.parameters(recurse=False):
-                if hasattr(p, "grad_sample"):
-                    del p.grad_sample
+            if "forward" in m.__dict__:
+                del m.forward
+        self.modules, self.slots = [], []
+        self._buf, self._written = None, set()
 
 
-def attach_per_sample_hooks(model: nn.Module) -> Any:
-    """Light hooks when every trainable layer is ``nn.Linear`` (LoRA on projections), else opacus's hooks.
+# The previous name (hooks that filled ``p.grad_sample``) stays importable.
+LinearPerSampleHooks = LinearPerExampleGrads
 
-    Both expose ``enable_hooks``, ``disable_hooks`` and ``cleanup`` and fill ``p.grad_sample``.
+
+def attach_per_sample_hooks(model: nn.Module, params: list[torch.nn.Parameter] | None = None) -> Any:
+    """:class:`LinearPerExampleGrads` when every trainable layer is ``nn.Linear`` (LoRA), else opacus's hooks.
+
+    Both expose ``enable_hooks``, ``disable_hooks`` and ``cleanup``. Opacus's hooks fill ``p.grad_sample``;
+    ours expose ``clip_and_accumulate`` and ``per_example_grads``.
     """
     if all(type(m) is nn.Linear for m in _trainable_modules(model)):
-        return LinearPerSampleHooks(model)
+        return LinearPerExampleGrads(model, params)
     from opacus.grad_sample import GradSampleHooks
 
     return GradSampleHooks(model, batch_first=True, loss_reduction="sum", strict=True)
