@@ -1,0 +1,107 @@
+"""Request and response bodies of the REST API (pydantic; they make /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CreateClientBody", "DatasetBody", "AttachBody", "DrawsBody", "ForwardBackwardBody", "OptimStepBody",
+    "SampleBody", "SaveStateBody", "LoadStateBody", "PackageBody", "FutureView", "ErrorBody",
+]
+
+Record = Union[str, dict[str, list[int]]]
+_Strict = ConfigDict(extra="forbid")
+
+
+class _Body(BaseModel):
+    model_config = _Strict
+
+
+class CreateClientBody(_Body):
+    """``config`` is ``TrainingConfig.to_dict()``; the tenant is the API key's."""
+
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class DatasetBody(_Body):
+    """Private records: strings, or dicts of ``input_ids`` (and optional ``labels``, ``attention_mask``)."""
+
+    records: list[Record] = Field(min_length=1)
+    name: str = Field(default="dataset", min_length=1, max_length=200)
+
+
+class AttachBody(_Body):
+    """Attach an uploaded data set (``dataset_id``), or upload and attach ``records`` in one call."""
+
+    dataset_id: Optional[str] = Field(default=None, max_length=100)
+    records: Optional[list[Record]] = Field(default=None, min_length=1)
+
+
+class DrawsBody(_Body):
+    """Start a Poisson draw iterator: ``steps`` draws, or the steps of ``epochs`` expected passes."""
+
+    steps: Optional[int] = Field(default=None, ge=1, le=10_000_000)
+    epochs: Optional[float] = Field(default=None, gt=0, le=1_000_000)
+
+
+Batch = Union[dict[str, list[list[int]]], list[str], list[dict[str, list[int]]]]
+
+
+class ForwardBackwardBody(_Body):
+    """Train on a server-side draw (``draw_id``) or on a caller-supplied ``batch`` (accounted as such)."""
+
+    draw_id: Optional[str] = Field(default=None, max_length=100)
+    batch: Optional[Batch] = None
+
+
+class OptimStepBody(_Body):
+    learning_rate: Optional[float] = Field(default=None, gt=0, le=10.0)
+
+
+class SampleBody(_Body):
+    prompts: Union[str, list[str]]
+    max_tokens: int = Field(default=32, ge=1, le=4096)
+    temperature: float = Field(default=0.0, ge=0, le=100)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    top_k: Optional[int] = Field(default=None, ge=1, le=1_000_000)
+    stop: Optional[Union[str, list[str]]] = None
+    seed: Optional[int] = Field(default=None, ge=0, le=2**63 - 1)
+    num_samples: int = Field(default=1, ge=1, le=64)
+
+
+class SaveStateBody(_Body):
+    name: str = Field(min_length=1, max_length=200)
+    include_optimizer: bool = True
+    metadata: Optional[dict[str, Any]] = None
+
+
+class LoadStateBody(_Body):
+    artifact_id: str = Field(min_length=1, max_length=100)
+
+
+class PackageBody(_Body):
+    """Recipients are public keys as written by ``RecipientPublicKey.to_dict()`` / ``.save()``."""
+
+    recipients: list[dict[str, Any]] = Field(min_length=1, max_length=64)
+    expires_in_days: float = Field(default=365.0, gt=0, le=36_500)
+
+
+class FutureView(BaseModel):
+    future_id: str
+    op: str
+    training_client_id: str
+    created: float
+    status: Literal["pending", "done", "failed"]
+    result: Any = None
+    error: Optional[dict[str, str]] = None
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
