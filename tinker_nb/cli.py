@@ -348,6 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("--trust", metavar="PUB", help="public key that signs the checkpoints (default: the workspace's)")
     av.add_argument("--json", action="store_true")
     av.set_defaults(fn=cmd_audit_verify)
+
+    from .server.cli_commands import add_server_commands  # `serve` and `apikey` (docs/SERVER.md)
+
+    add_server_commands(sub, _Parser)
     return p
 
 
