@@ -12,7 +12,36 @@ import torch
 from ..config import LoRAConfig
 from ..errors import ConfigError
 
-__all__ = ["LoadedModel", "load_base_model", "add_lora", "pick_device", "resolve_model_ref"]
+__all__ = ["LoadedModel", "load_base_model", "add_lora", "pick_device", "resolve_model_ref", "resolve_base_dtype",
+           "BASE_DTYPE_ENV"]
+
+# Until TrainingConfig carries the base-weight dtype, this environment variable selects it (see resolve_base_dtype).
+BASE_DTYPE_ENV = "TINKER_NB_BASE_DTYPE"
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+
+
+def resolve_base_dtype(dtype: "torch.dtype | str | None", device: torch.device) -> torch.dtype:
+    """The dtype of the frozen base weights: an explicit dtype/name, else ``$TINKER_NB_BASE_DTYPE``, else float32.
+
+    ``"auto"`` means bfloat16 on a CUDA device that supports it and float32 elsewhere. Only the frozen
+    base weights take this dtype: LoRA parameters, per-example gradients, clipping, noise and the
+    optimizer state stay float32 (:func:`add_lora`, :mod:`.dp`).
+    """
+    if dtype is None:
+        dtype = os.environ.get(BASE_DTYPE_ENV) or "float32"
+    if isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES.values():
+            raise ConfigError(f"base dtype {dtype} is not supported; use float32, bfloat16 or float16.")
+        return dtype
+    name = str(dtype).strip().lower().removeprefix("torch.")
+    if name == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    if name not in _DTYPES:
+        raise ConfigError(f"base dtype {dtype!r} is not one of float32, bfloat16, float16 or auto "
+                          f"(from the argument or ${BASE_DTYPE_ENV}).")
+    return _DTYPES[name]
 
 
 def resolve_model_ref(ref: str) -> str:
@@ -41,12 +70,14 @@ class LoadedModel:
     vocab_size: int
 
 
-def load_base_model(model_ref: str, *, device: torch.device, dtype: torch.dtype = torch.float32) -> LoadedModel:
+def load_base_model(model_ref: str, *, device: torch.device, dtype: torch.dtype | str | None = None) -> LoadedModel:
     """Load weights and tokenizer from the embedded model, a local folder or the local HF cache.
 
     Hub ids are resolved offline first (``local_files_only``); a clear ConfigError says what to do if
-    the model is not available locally.
+    the model is not available locally. ``dtype`` is the base weights' dtype (:func:`resolve_base_dtype`:
+    argument, else ``$TINKER_NB_BASE_DTYPE``, else float32).
     """
+    dtype = resolve_base_dtype(dtype, torch.device(device))
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -90,5 +121,11 @@ def add_lora(model: torch.nn.Module, lora: LoRAConfig, *, seed: int) -> torch.nn
         # peft reads the attribute transformers 5 renamed; the warning is theirs, not the user's.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         torch.manual_seed(seed)
-        peft_model = get_peft_model(model, cfg)
+        peft_model = get_peft_model(model, cfg, autocast_adapter_dtype=True)
+    # Mixed precision: whatever the base weights' dtype, the trainable adapter is float32 (peft upcasts
+    # bf16/fp16 adapters already; this also covers other dtypes), so per-example gradients, clipping,
+    # noise and the optimizer state are float32. peft casts the LoRA branch's input to the adapter dtype.
+    for p in peft_model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
     return peft_model
