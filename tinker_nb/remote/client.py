@@ -659,7 +659,9 @@ class RemoteTrainingClient(TrainingClient):
         if not recips:
             raise ConfigError("package needs at least one recipient public key.")
         res = dict(self._call("package", "package", {"recipients": recips, "expires_in_days": expires_in_days}))
-        r = self._http.request("GET", f"/packages/{res['package_id']}", raw=True)
+        did = res.pop("download_id")
+        res.pop("download", None)
+        r = self._http.request("GET", f"/packages/{did}", raw=True)
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-", suffix=".tgsp")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -672,7 +674,7 @@ class RemoteTrainingClient(TrainingClient):
                 os.unlink(tmp)
             raise
         for k, v in list(res.items()):
-            if isinstance(v, str) and v == f"{res['package_id']}.tgsp":
+            if isinstance(v, str) and v == f"{did}.tgsp":
                 res[k] = str(out)
         res["path"] = str(out)
         return res

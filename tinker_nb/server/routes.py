@@ -382,17 +382,18 @@ def build_router(state: ServerState) -> APIRouter:
             for k, v in list(res.items()):
                 if isinstance(v, str) and str(pkg_dir) in v:
                     res[k] = f"{pkg_id}.tgsp"
-            res.update(package_id=pkg_id, size=out.stat().st_size, download=f"{API_PREFIX}/packages/{pkg_id}")
+            res.update(download_id=pkg_id, size=out.stat().st_size, download=f"{API_PREFIX}/packages/{pkg_id}")
             return res
 
         return await _future_answer(rn.submit("package", run), rn, wait)
 
-    @api.get("/packages/{package_id}", tags=["packages"], response_class=FileResponse)
-    async def download_package(package_id: str, p: ApiKeyInfo = Principal):
-        ent = state.packages.get(package_id)
+    @api.get("/packages/{download_id}", tags=["packages"], response_class=FileResponse)
+    async def download_package(download_id: str, p: ApiKeyInfo = Principal):
+        """The bytes of a package built by ``.../package`` (its ``download_id``)."""
+        ent = state.packages.get(download_id)
         if ent is None or ent[0] != p.tenant or not ent[1].is_file():
-            raise NotFoundError(f"no package {package_id!r}.")
-        return FileResponse(ent[1], media_type="application/zip", filename=f"{package_id}.tgsp")
+            raise NotFoundError(f"no package download {download_id!r}.")
+        return FileResponse(ent[1], media_type="application/zip", filename=f"{download_id}.tgsp")
 
     # ------------------------------------------------------------------ futures and events
     @api.get("/futures/{future_id}", tags=["futures"], response_model=FutureView)
