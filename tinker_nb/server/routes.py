@@ -78,6 +78,18 @@ async def _result(job: Job, runner: ClientRunner | None) -> Any:
         raise make_error(f.type_name, f.message) from None
 
 
+def _settle(fut: Any) -> Any:
+    """The in-process future's value; its error is raised here once and marked seen (not raised again later)."""
+    try:
+        return fut.result()
+    except BaseException:
+        try:
+            fut.exception(0)  # the future is done now: this marks its failure as observed
+        except Exception:  # noqa: BLE001
+            pass
+        raise
+
+
 def _parse_config(state: ServerState, tenant: str, raw: dict) -> Any:
     from ..config import TrainingConfig
 
@@ -285,7 +297,7 @@ def build_router(state: ServerState) -> APIRouter:
         x = rn.take_draw(body.draw_id) if body.draw_id is not None else body.batch
 
         def run():
-            return rn.tc.forward_backward(x).result()
+            return _settle(rn.tc.forward_backward(x))
 
         return await _future_answer(rn.submit("forward_backward", run), rn, wait)
 
@@ -296,7 +308,7 @@ def build_router(state: ServerState) -> APIRouter:
         lr = body.learning_rate if body is not None else None
 
         def run():
-            return rn.tc.optim_step(learning_rate=lr).result()
+            return _settle(rn.tc.optim_step(learning_rate=lr))
 
         return await _future_answer(rn.submit("optim_step", run), rn, wait)
 
