@@ -152,8 +152,12 @@ def build_router(state: ServerState) -> APIRouter:
         opened = False
         try:
             svc = await run_in_threadpool(state.service, p.tenant)
+            def make():
+                with state.create_lock:
+                    return svc.create_training_client(cfg)
+
             try:
-                tc = await run_in_threadpool(svc.create_training_client, cfg)
+                tc = await run_in_threadpool(make)
             except TinkerError:
                 raise
             except Exception as exc:  # model files unreadable, out of memory while loading, ...

@@ -404,6 +404,9 @@ class ServerState:
         self._reserved = 0
         self.packages: dict[str, tuple[str, Path]] = {}
         self.started = time.time()
+        # Model loading is not thread-safe in transformers (it patches tensor constructors while it builds
+        # a model) and is the memory peak: training clients are created one at a time.
+        self.create_lock = threading.Lock()
 
     # ------------------------------------------------------------------ tenants
     def service(self, tenant: str):
