@@ -36,9 +36,13 @@ def _parser() -> _Parser:
     sub.add_parser("status", help="privacy spent, steps, last loss")
     sub.add_parser("dashboard", help="show the live dashboard")
     b = sub.add_parser("budget", help="open the budget planner")
-    b.add_argument("--dataset-size", type=int, default=10_000)
-    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--dataset-size", type=int, default=10_000, help="N, records in the private data set")
+    b.add_argument("--batch-size", type=int, default=64, help="expected Poisson batch size")
     b.add_argument("--epochs", type=float, default=3.0)
+    b.add_argument("--delta", type=float, default=1e-5)
+    g = b.add_mutually_exclusive_group()
+    g.add_argument("--noise-multiplier", type=float, default=None, help="fix σ and get ε")
+    g.add_argument("--target-epsilon", type=float, default=None, help="fix ε and get σ")
     s = sub.add_parser("save", help="save an encrypted checkpoint")
     s.add_argument("name")
     s.add_argument("--metadata", default=None, help="JSON object stored with the checkpoint")
@@ -70,8 +74,9 @@ class TinkerMagics(Magics):
         parser = _parser()
         try:
             args = parser.parse_args(shlex.split(line))
-        except _HelpShown as h:
-            print(str(h) or parser.format_help())
+        except _HelpShown as h:  # argparse already printed the help of the (sub)command asked for
+            if str(h):
+                print(str(h))
             return None
         except ValueError as exc:  # shlex: unbalanced quotes
             raise UsageError(f"{exc}\n\n{parser.format_usage()}") from None
@@ -81,7 +86,17 @@ class TinkerMagics(Magics):
         if args.cmd == "budget":
             from .planner import BudgetPlanner
 
-            return BudgetPlanner(dataset_size=args.dataset_size, batch_size=args.batch_size, epochs=args.epochs)
+            import math
+
+            if not 0 < args.delta < 1:
+                raise UsageError("--delta must be in (0, 1), e.g. --delta 1e-5")
+            kw = dict(dataset_size=args.dataset_size, batch_size=args.batch_size, epochs=args.epochs,
+                      log10_delta=math.log10(args.delta))
+            if args.target_epsilon is not None:
+                kw.update(mode="target", target_epsilon=args.target_epsilon)
+            elif args.noise_multiplier is not None:
+                kw.update(mode="noise", noise_multiplier=args.noise_multiplier)
+            return BudgetPlanner(**kw)
         if args.cmd == "verify":
             return self._verify(args)
         tc = self._client(args.client)
@@ -93,24 +108,42 @@ class TinkerMagics(Magics):
             raise UsageError(f"{type(exc).__name__}: {exc}") from None
 
     def _client(self, name: str | None):
-        from ..client import TrainingClient, current_training_client
+        from ..client import ServiceClient, TrainingClient
 
         if name:
             tc = self.shell.user_ns.get(name)
             if not isinstance(tc, TrainingClient):
                 raise UsageError(f"--client {name!r} is not a TrainingClient in this notebook.")
             return tc
-        tc = current_training_client()
-        if tc is None:
-            raise UsageError("no open training client: create one with ServiceClient().create_training_client(...).")
-        return tc
+        # The most recently created open training client the notebook can reach: a TrainingClient
+        # variable, or one created by a ServiceClient variable (no kernel-global registry).
+        found: dict[int, TrainingClient] = {}
+        for v in list(self.shell.user_ns.values()):
+            if isinstance(v, TrainingClient) and not v.closed:
+                found[id(v)] = v
+            elif isinstance(v, ServiceClient) and hasattr(v, "training_clients"):
+                try:
+                    for c in v.training_clients():
+                        found[id(c)] = c
+                except Exception:  # noqa: BLE001 - a half-built service must not break the magic
+                    pass
+        if not found:
+            raise UsageError("no open training client in this notebook: create one with "
+                             "tc = ServiceClient().create_training_client(...), or pass --client VAR.")
+        return max(found.values(), key=lambda c: getattr(c, "created_at", 0.0))
 
     def _cmd_status(self, tc, args) -> dict:
         m = tc.get_dp_metrics().to_dict()
         hist = tc.metrics_history()
         m["last_loss"] = hist[-1]["loss"] if hist else None
         eps = "∞ (no DP)" if not m["dp_enabled"] else f"{m['epsilon_spent']:.3f} / {m['target_epsilon']}"
-        print(f"steps {m['steps']} · ε {eps} · δ {m['delta']} · {m['accountant']} · sampling {m['sampling']}")
+        try:
+            m["checkpoints"] = len(tc.list_checkpoints())
+        except Exception:  # noqa: BLE001 - a busy store must not break status
+            m["checkpoints"] = None
+        loss = f" · last loss {m['last_loss']:.3f} (not private)" if m["last_loss"] is not None else ""
+        print(f"steps {m['steps']} · ε {eps} · δ {m['delta']} · {m['accountant']} · sampling {m['sampling']}"
+              f" · checkpoints {m['checkpoints']}{loss}")
         return m
 
     def _cmd_dashboard(self, tc, args):

@@ -9,10 +9,12 @@ __all__ = ["metrics_frame", "audit_frame", "checkpoints_frame", "epsilon_figure"
 
 
 def metrics_frame(tc: Any):
-    """One row per optimizer step: loss (not private), live ε bound, throughput."""
+    """One row per optimizer step: loss (not private), live ε bound, throughput; ``time`` as datetimes (UTC)."""
     import pandas as pd
 
     df = pd.DataFrame(tc.metrics_history())
+    if "time" in df.columns:
+        df["time"] = pd.to_datetime(df["time"], unit="s", utc=True)
     return df.set_index("step") if len(df) else df
 
 
