@@ -277,10 +277,19 @@ class ArtifactStore:
         return self._info(_Row(artifact_id, self.tenant, name, created, size, content_sha, header_sha,
                                json.dumps(wrapped.to_dict()), FORMAT_VERSION, public_json), wrapped)
 
-    def _info(self, r: _Row, wrapped: WrappedKey) -> ArtifactInfo:
-        return ArtifactInfo(r.artifact_id, r.name, self.tenant, r.created, r.size, r.content_sha256,
-                            {"algorithm": ALGORITHM, "key_id": wrapped.key_id, "key_version": wrapped.version,
-                             "dek_wrap": "AES-256-GCM"}, r.format_version, json.loads(r.public))
+    def _info(self, r: _Row, wrapped: WrappedKey | None, *, raw: bool = False) -> ArtifactInfo:
+        try:
+            public = json.loads(r.public)
+        except (TypeError, ValueError):
+            if not raw:
+                raise
+            public = {"unparsed": str(r.public)[:200]}
+        enc = {"algorithm": ALGORITHM, "dek_wrap": "AES-256-GCM", "key_id": wrapped.key_id if wrapped else None,
+               "key_version": wrapped.version if wrapped else None}
+        if raw:
+            enc["verified"] = False
+        return ArtifactInfo(r.artifact_id, r.name, self.tenant, r.created, r.size, r.content_sha256, enc,
+                            r.format_version, public)
 
     # ------------------------------------------------------------------ read
     def _row(self, artifact_id: str) -> _Row:
@@ -364,7 +373,14 @@ class ArtifactStore:
         rows = [_Row(*r) for r in self._query(f"SELECT {_COLUMNS} FROM artifacts WHERE tenant=? ORDER BY created",
                                               (self.tenant,))]
         if not verify:
-            return [self._info(r, WrappedKey.from_dict(_loads(r.wrapped_dek, r.artifact_id))) for r in rows]
+            out = []
+            for r in rows:
+                try:
+                    wrapped = WrappedKey.from_dict(json.loads(r.wrapped_dek))
+                except (TypeError, ValueError, IntegrityError):
+                    wrapped = None
+                out.append(self._info(r, wrapped, raw=True))
+            return out
         return [self._verified_info(r) for r in rows]
 
     def show(self, artifact_id: str) -> ArtifactInfo:
