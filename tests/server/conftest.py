@@ -20,7 +20,8 @@ pytest.importorskip("httpx")
 
 # Tiny settings: the embedded model, LoRA rank 4, small batches, short sequences.
 CONFIG = {"lora_config": {"rank": 4, "alpha": 8.0},
-          "dp_config": {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "target_epsilon": 50.0, "target_delta": 1e-3},
+          "dp_config": {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "target_epsilon": 50.0, "target_delta": 1e-3,
+                         "accountant": "rdp"},
           "batch_size": 4, "max_seq_len": 24}
 RECORDS = [f"record {i}: the cat sat on the mat and the dog ran to the park" for i in range(40)]
 

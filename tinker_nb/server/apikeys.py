@@ -58,8 +58,7 @@ class ApiKeyStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._secret = bytes(secret)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._conn: sqlite3.Connection | None = None
         self._db.execute("""CREATE TABLE IF NOT EXISTS api_keys (
             key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, key_hmac TEXT NOT NULL UNIQUE,
             created REAL NOT NULL, revoked REAL, label TEXT NOT NULL DEFAULT '')""")
@@ -75,9 +74,19 @@ class ApiKeyStore:
     def __repr__(self) -> str:  # never the secret
         return f"ApiKeyStore(path={str(self.path)!r})"
 
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """One connection, opened on first use (and again after close())."""
+        if self._conn is None:
+            self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+        return self._conn
+
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def _mac(self, key: str) -> str:
         return hmac.new(self._secret, key.encode(), hashlib.sha256).hexdigest()

@@ -327,10 +327,14 @@ class ClientRunner:
     def shutdown(self) -> None:
         """Server stop: close the in-process client after its queue (best effort)."""
         if self.status in ("open", "closing") and self.tc is not None:
+            tc = self.tc
             try:
-                self._exec.submit(lambda: self.tc.close() if self.tc is not None else None).result(timeout=30)
+                self._exec.submit(tc.close).result(timeout=30)
             except Exception:  # noqa: BLE001
                 pass
+            self.status = "closed"
+            self._release()
+            self.tc = None
         self._exec.shutdown(wait=False, cancel_futures=True)
         self.events.close()
 
