@@ -142,3 +142,56 @@ def test_reference_composite_needs_both_halves(half):
     bad = flip(raw, at=100 if half == "mldsa" else 3320)
     with pytest.raises(ref.Fail, match="ML-DSA-65" if half == "mldsa" else "Ed25519"):
         ref.composite_verify(pub, manifest, bad, b"tgsp/v1")
+
+
+# ---------------------------------------------------------------------- strict zip framing (spec §2)
+BAD = VEC / "bad"
+BAD_INDEX = json.loads((BAD / "index.json").read_text())
+
+
+def _make_vectors_module():
+    spec = importlib.util.spec_from_file_location("tgsp_make_vectors", VEC / "make_vectors.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_sample_is_framed_exactly_as_spec_section_2_says():
+    mv = _make_vectors_module()
+    with zipfile.ZipFile(PKG) as z:
+        entries = {n: z.read(n) for n in F.ENTRIES}
+    assert mv.zip_bytes(entries) == PKG.read_bytes()
+    assert sorted(BAD_INDEX) == sorted(mv.BAD) == sorted(p.name for p in BAD.glob("*.tgsp"))
+    for name, (kw, _) in mv.BAD.items():  # the committed bad vectors are what make_vectors.py writes
+        assert (BAD / name).read_bytes() == mv.zip_bytes(entries, **kw), name
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INDEX))
+def test_unsigned_bytes_in_the_zip_framing_are_refused_by_both_verifiers(name):
+    """Every signed byte is unchanged; only the framing carries extra or contradictory bytes."""
+    from tinker_nb.errors import PackageError
+
+    with pytest.raises(PackageError):
+        verify_package(BAD / name, trust=[PUB])
+    ref = _ref_module()
+    with pytest.raises(ref.Fail):
+        ref.read_container(str(BAD / name))
+    out = subprocess.run([sys.executable, str(REF), str(BAD / name), str(PUB)], capture_output=True, text=True)
+    assert out.returncode == 1 and json.loads(out.stdout)["ok"] is False
+
+
+def test_the_writer_refuses_packages_that_would_need_zip64(tmp_path):
+    from tinker_nb.errors import PackageError
+    from tinker_nb.tgsp.container import write_container
+
+    entries = {n: b"{}" for n in F.ENTRIES}
+    entries[F.WEIGHTS] = b"\0" * 16
+
+    class Big(bytes):
+        def __len__(self):
+            return F.MAX_SIZES[F.WEIGHTS] + 1
+
+    entries[F.WEIGHTS] = Big(b"\0")
+    with pytest.raises(PackageError, match="over the TGSP v1 limit"):
+        write_container(tmp_path / "x.tgsp", entries)
+    assert not list(tmp_path.iterdir())

@@ -1,9 +1,13 @@
 """The TGSP zip container: deterministic writing and strict, bounded reading (torch-free).
 
-Reading enforces the shape rules of docs/TGSP_SPEC.md §Container before any entry is used: exactly
-the six fixed names, each once; stored (not compressed), not encrypted; sizes within limits; no
-archive comment; no bytes before the first entry. Entry bytes are checked against the zip CRC-32 as
-they are read; the SHA-256 digests in the signed manifest are the security check (package.py).
+Reading enforces the shape rules of docs/TGSP_SPEC.md §2 before any entry is used: exactly the six
+fixed names, each once, in the fixed order; stored (not compressed), not encrypted, no data
+descriptors, general-purpose flags 0; sizes within limits; no archive comment, no entry comments, no
+extra fields (local or central), no ZIP64 records; local headers that agree field for field with the
+central directory; entries contiguous from offset 0, the central directory right after them and the
+end record as the last 22 bytes of the file. So no byte of a package that verifies lies outside the
+signed content and the fixed zip framing. Entry bytes are checked against the zip CRC-32 as they are
+read; the SHA-256 digests in the signed manifest are the security check (package.py).
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from . import format as F
 __all__ = ["write_container", "Container", "fail"]
 
 _CHUNK = 1 << 20
+_LFH = struct.Struct("<4s5H3L2H")  # local file header (30 bytes)
+_CDH = struct.Struct("<4s6H3L5H2L")  # central directory file header (46 bytes)
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record (22 bytes)
+# Local and central header fields that must agree: flags, method, time, date, CRC-32, sizes.
+_AGREE = ("flags", "method", "time", "date", "crc", "compressed size", "size")
 
 
 def fail(cls: type[TinkerError], entry: str | None, message: str) -> TinkerError:
@@ -35,6 +44,12 @@ def write_container(path: str | os.PathLike, entries: dict[str, bytes]) -> Path:
     """Write the six entries (fixed order, stored, fixed timestamps) atomically to ``path``."""
     if sorted(entries) != sorted(F.ENTRIES):
         raise PackageError(f"a TGSP container holds exactly {', '.join(F.ENTRIES)}.")
+    total = sum(len(v) for v in entries.values())
+    for name, data in entries.items():
+        if len(data) > F.MAX_SIZES[name]:
+            raise PackageError(f"{name}: {len(data)} bytes, over the TGSP v1 limit of {F.MAX_SIZES[name]} bytes.")
+    if total > F.MAX_ARCHIVE:
+        raise PackageError(f"the package would be {total} bytes, over the TGSP v1 limit of {F.MAX_ARCHIVE}.")
     out = Path(path)
     if not out.parent.is_dir():
         raise PackageError(f"cannot write {out}: folder {out.parent} does not exist.")
@@ -110,6 +125,7 @@ class Container:
                 raise fail(PackageError, i.filename, f"{i.file_size} bytes, over the limit of "
                                                      f"{F.MAX_SIZES[i.filename]} bytes.")
         self._check_contiguous(sorted(infos, key=lambda i: i.header_offset))
+        self._check_strict()
         self.infos = {i.filename: i for i in infos}
         self.small = {n: self._read(n) for n in F.ENTRIES if n != F.WEIGHTS}
 
@@ -129,6 +145,58 @@ class Container:
         if self._zip.start_dir != pos:
             raise PackageError(f"{self.path.name}: unaccounted bytes before the zip central directory.")
         self._f.seek(0)
+
+    def _check_strict(self) -> None:
+        """End record last, no ZIP64; central headers in order without extras or comments, flags 0; each
+        local header agrees with its central header and has no extra field (docs/TGSP_SPEC.md §2)."""
+        name = self.path.name
+        f = self._f
+        size = f.seek(0, os.SEEK_END)
+        f.seek(size - _EOCD.size)
+        sig, disk, cd_disk, n_disk, n_total, cd_size, cd_off, comment_len = _EOCD.unpack(f.read(_EOCD.size))
+        if sig != b"PK\x05\x06" or comment_len:
+            raise PackageError(f"{name}: bytes after the end of central directory record; it must end the file.")
+        if disk or cd_disk or n_disk != len(F.ENTRIES) or n_total != len(F.ENTRIES):
+            raise PackageError(f"{name}: the end record must describe one disk with {len(F.ENTRIES)} entries "
+                               "(no ZIP64, no multi-disk archives).")
+        if cd_off + cd_size != size - _EOCD.size:
+            raise PackageError(f"{name}: bytes between the central directory and the end record.")
+        f.seek(cd_off)
+        cd = f.read(cd_size)
+        pos = 0
+        for want in F.ENTRIES:
+            if pos + _CDH.size > len(cd):
+                raise PackageError(f"{name}: truncated central directory.")
+            (sig, _made, _need, flags, method, time_, date, crc, csize, usize, nlen, xlen, clen, dstart, _ia, _ea,
+             off) = _CDH.unpack_from(cd, pos)
+            entry = cd[pos + _CDH.size:pos + _CDH.size + nlen].decode("ascii", "replace")
+            if sig != b"PK\x01\x02":
+                raise PackageError(f"{name}: malformed central directory.")
+            if entry != want:
+                raise fail(PackageError, entry, f"out of order; TGSP v1 entries appear in the order "
+                                                f"{', '.join(F.ENTRIES)}.")
+            if xlen:
+                raise fail(PackageError, entry, "has an extra field in the central directory; TGSP v1 allows none.")
+            if clen:
+                raise fail(PackageError, entry, "has an entry comment; TGSP v1 allows none.")
+            if flags or dstart:
+                raise fail(PackageError, entry, f"general-purpose flags {flags:#06x} (or disk {dstart}); TGSP v1 "
+                                                "entries have flags 0.")
+            f.seek(off)
+            lsig, _lneed, lflags, lmethod, ltime, ldate, lcrc, lcsize, lusize, lnlen, lxlen = _LFH.unpack(f.read(30))
+            lname = f.read(lnlen).decode("ascii", "replace")
+            if lxlen:
+                raise fail(PackageError, entry, "has an extra field in its local header; TGSP v1 allows none.")
+            for field, a, b in zip(_AGREE, (lflags, lmethod, ltime, ldate, lcrc, lcsize, lusize),
+                                   (flags, method, time_, date, crc, csize, usize)):
+                if a != b:
+                    raise fail(PackageError, entry, f"local header {field} differs from the central directory.")
+            if lsig != b"PK\x03\x04" or lname != entry:
+                raise fail(PackageError, entry, "local header name differs from the central directory.")
+            pos += _CDH.size + nlen
+        if pos != len(cd):
+            raise PackageError(f"{name}: extra bytes in the central directory.")
+        f.seek(0)
 
     # ------------------------------------------------------------------ reading
     def _read(self, name: str) -> bytes:

@@ -19,8 +19,11 @@ ENTRIES = (MANIFEST, SIGNATURE, WEIGHTS, RECIPIENTS, EVIDENCE, CERTIFICATE)  # a
 HASHED = (WEIGHTS, RECIPIENTS, EVIDENCE, CERTIFICATE)  # entries whose digests the manifest lists
 
 MiB = 1 << 20
-MAX_SIZES = {MANIFEST: 1 * MiB, SIGNATURE: 64 * 1024, WEIGHTS: 4 << 30, RECIPIENTS: 4 * MiB,
+# No ZIP64 (and no extra fields) in TGSP v1: the whole archive stays below 2 GiB, where every size and
+# offset fits the classic zip fields (Python's zipfile switches to ZIP64 at 2^31 - 1).
+MAX_SIZES = {MANIFEST: 1 * MiB, SIGNATURE: 64 * 1024, WEIGHTS: (2 << 30) - 64 * MiB, RECIPIENTS: 4 * MiB,
              EVIDENCE: 16 * MiB, CERTIFICATE: 1 * MiB}
+MAX_ARCHIVE = (2 << 30) - 32 * MiB  # sum of the six entries; headers and directory add < 1 KiB
 MAX_RECIPIENTS = 1000
 SEALED_KEY_LEN = 1120 + 32 + 16  # X-Wing enc ‖ AES-256-GCM(32-byte package key) ‖ tag
 CLOCK_SKEW_S = 600  # a package "created" further than this in the future is refused

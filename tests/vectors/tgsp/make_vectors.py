@@ -11,7 +11,10 @@ public seeds: they are TEST KEYS, never use them for anything else. Writes:
 - ``publisher.pub`` / ``recipient.pub``: public key files; ``publisher.key`` / ``recipient.key``:
   the same keys passphrase-protected with passphrase ``tgsp-test-vector``;
 - ``keys.json``: the raw private and public keys in hex (test only);
-- ``expected.json``: digests and intermediate values a third-party implementation can compare against.
+- ``expected.json``: digests and intermediate values a third-party implementation can compare against;
+- ``bad/*.tgsp`` + ``bad/index.json``: the sample with its zip framing broken one rule of spec §2 at a
+  time (every signed byte unchanged); every verifier must refuse each. ``--bad-only`` rewrites just
+  these from the committed ``sample.tgsp`` (no training, no torch).
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ import base64
 import hashlib
 import json
 import os
+import struct
 import sys
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +39,65 @@ def seeds() -> tuple[bytes, bytes, bytes]:
     rec = hashlib.sha512(b"tinker-nb TGSP v1 test vector: recipient ML-KEM seed").digest()  # 64-byte ML-KEM seed
     x = hashlib.sha256(b"tinker-nb TGSP v1 test vector: recipient X25519").digest()
     return pub, rec, x
+
+
+ENTRIES = ("manifest.json", "manifest.sig", "weights.enc", "recipients.json", "evidence.json", "dp_certificate.json")
+DOS_DATE_1980 = (0 << 9) | (1 << 5) | 1  # 1980-01-01; time 00:00:00 = 0
+
+
+def zip_bytes(entries: dict, *, order=ENTRIES, local_extra=None, central_extra=None, comment=None,
+              local_patch=None, flags=None, trailing=b"") -> bytes:
+    """The TGSP v1 zip framing of spec §2, written out field by field (what tinker_nb's writer emits).
+
+    The keyword arguments break one rule at a time for the ``bad/`` vectors.
+    """
+    out, central = bytearray(), bytearray()
+    for name in order:
+        data, n = entries[name], name.encode()
+        crc, fl = zlib.crc32(data), (flags or {}).get(name, 0)
+        lf = {"flags": fl, "method": 0, "time": 0, "date": DOS_DATE_1980, "crc": crc, "csize": len(data),
+              "usize": len(data), **(local_patch or {}).get(name, {})}
+        lx = (local_extra or {}).get(name, b"")
+        off = len(out)
+        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, lf["flags"], lf["method"], lf["time"], lf["date"],
+                           lf["crc"], lf["csize"], lf["usize"], len(n), len(lx)) + n + lx + data
+        cx, cc = (central_extra or {}).get(name, b""), (comment or {}).get(name, b"")
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", (3 << 8) | 20, 20, fl, 0, 0, DOS_DATE_1980, crc,
+                               len(data), len(data), len(n), len(cx), len(cc), 0, 0, 0o644 << 16, off) + n + cx + cc
+    cd_off = len(out)
+    out += central + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(order), len(order), len(central), cd_off, 0)
+    return bytes(out) + trailing
+
+
+HIDDEN = b"\xca\xfe\x08\x00unsigned"  # an extra field: id 0xFECA, 8 bytes of data
+BAD = {  # file -> (keyword arguments of zip_bytes, the rule of spec §2 it breaks)
+    "trailing-bytes.tgsp": ({"trailing": b"unsigned bytes after the end record"}, "bytes after the end record"),
+    "local-extra.tgsp": ({"local_extra": {"manifest.sig": HIDDEN}}, "extra field in a local header"),
+    "central-extra.tgsp": ({"central_extra": {"evidence.json": HIDDEN}}, "extra field in the central directory"),
+    "entry-comment.tgsp": ({"comment": {"weights.enc": b"unsigned comment"}}, "entry comment"),
+    "local-method.tgsp": ({"local_patch": {"recipients.json": {"method": 8}}}, "local method differs"),
+    "local-crc.tgsp": ({"local_patch": {"evidence.json": {"crc": 0}}}, "local CRC-32 differs"),
+    "local-size.tgsp": ({"local_patch": {"dp_certificate.json": {"usize": 1}}}, "local size differs"),
+    "local-flags.tgsp": ({"local_patch": {"manifest.json": {"flags": 8}}}, "local data-descriptor flag"),
+    "local-time.tgsp": ({"local_patch": {"manifest.json": {"time": 1}}}, "local time differs"),
+    "flags.tgsp": ({"flags": {"weights.enc": 0x800}}, "general-purpose flags not 0"),
+    "out-of-order.tgsp": ({"order": ENTRIES[1:] + ENTRIES[:1]}, "entries not in the fixed order"),
+}
+
+
+def write_bad_vectors() -> None:
+    with zipfile.ZipFile(HERE / "sample.tgsp") as z:
+        entries = {n: z.read(n) for n in ENTRIES}
+    if zip_bytes(entries) != (HERE / "sample.tgsp").read_bytes():
+        raise SystemExit("sample.tgsp is not framed as spec §2 says; fix the writer or the spec first")
+    bad = HERE / "bad"
+    bad.mkdir(exist_ok=True)
+    index = {}
+    for name, (kw, rule) in BAD.items():
+        (bad / name).write_bytes(zip_bytes(entries, **kw))
+        index[name] = rule
+    (bad / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {len(BAD)} malformed packages to {bad}", file=sys.stderr)
 
 
 def main() -> None:
@@ -112,4 +176,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if "--bad-only" not in sys.argv[1:]:
+        main()
+    write_bad_vectors()

@@ -18,14 +18,15 @@ import argparse
 import base64
 import hashlib
 import json
+import struct
 import sys
-import zipfile
+import zlib
 from datetime import datetime, timedelta, timezone
 
 ENTRIES = ["manifest.json", "manifest.sig", "weights.enc", "recipients.json", "evidence.json", "dp_certificate.json"]
 HASHED = ["weights.enc", "recipients.json", "evidence.json", "dp_certificate.json"]
-LIMITS = {"manifest.json": 1 << 20, "manifest.sig": 65536, "weights.enc": 4 << 30, "recipients.json": 4 << 20,
-          "evidence.json": 16 << 20, "dp_certificate.json": 1 << 20}
+LIMITS = {"manifest.json": 1 << 20, "manifest.sig": 65536, "weights.enc": (2 << 30) - (64 << 20),
+          "recipients.json": 4 << 20, "evidence.json": 16 << 20, "dp_certificate.json": 1 << 20}
 PREFIX = b"CompositeAlgorithmSignatures2025"
 LABEL = b"COMPSIG-MLDSA65-Ed25519-SHA512"
 
@@ -160,32 +161,49 @@ def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
+# ---------------------------------------------------------------- container (spec §2)
+def read_container(path: str) -> dict:
+    """The six entries of a TGSP v1 zip, after every framing rule of spec §2 (stdlib only, no zipfile)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 22 or data[:4] != b"PK\x03\x04":
+        raise Fail("not a zip starting with a local file header")
+    sig, disk, cd_disk, n_disk, n_total, cd_size, cd_off, clen = struct.unpack("<4s4H2LH", data[-22:])
+    if sig != b"PK\x05\x06" or clen:
+        raise Fail("the end of central directory record (without comment) must be the last 22 bytes")
+    if disk or cd_disk or n_disk != 6 or n_total != 6 or cd_off + cd_size != len(data) - 22:
+        raise Fail("end record: one disk, 6 entries, central directory immediately before it")
+    entries, pos, local = {}, cd_off, 0
+    for want in ENTRIES:
+        (sig, _made, _need, flags, method, time_, date, crc, csize, usize, nlen, xlen, clen, dstart, _ia, _ea,
+         off) = struct.unpack("<4s6H3L5H2L", data[pos:pos + 46])
+        name = data[pos + 46:pos + 46 + nlen]
+        if sig != b"PK\x01\x02" or name != want.encode():
+            raise Fail(f"central directory entry {len(entries)} must be {want}")
+        if xlen or clen or flags or dstart or method or csize != usize or usize > LIMITS[want]:
+            raise Fail(f"{want}: extra field, comment, flags, disk, method, size or limit not as TGSP v1 requires")
+        if off != local:
+            raise Fail(f"{want}: entries are not contiguous")
+        lh = struct.unpack("<4s5H3L2H", data[off:off + 30])
+        if lh[0] != b"PK\x03\x04" or data[off + 30:off + 30 + lh[9]] != name or lh[10] \
+                or lh[2:9] != (flags, method, time_, date, crc, csize, usize):
+            raise Fail(f"{want}: local header has an extra field or contradicts the central directory")
+        body = data[off + 30 + nlen:off + 30 + nlen + usize]
+        if len(body) != usize or zlib.crc32(body) != crc:
+            raise Fail(f"{want}: CRC-32 or size mismatch")
+        entries[want] = body
+        local = off + 30 + nlen + usize
+        pos += 46 + nlen
+    if local != cd_off or pos != cd_off + cd_size:
+        raise Fail("bytes hidden between the entries, the central directory and the end record")
+    return entries
+
+
 # ---------------------------------------------------------------- verification (spec §Verification)
 def verify(path: str, publisher: dict, now: datetime, recipient_key: bytes | None) -> dict:
     out: dict = {"checks": []}
-    # 1. container
-    with open(path, "rb") as f:
-        if f.read(4) != b"PK\x03\x04":
-            raise Fail("not a zip starting with a local file header")
-    with zipfile.ZipFile(path) as z:
-        infos = z.infolist()
-        names = [i.filename for i in infos]
-        if sorted(names) != sorted(ENTRIES) or z.comment:
-            raise Fail(f"entries must be exactly {ENTRIES}, no comment; got {names}")
-        pos = 0
-        with open(path, "rb") as f:
-            for i in sorted(infos, key=lambda i: i.header_offset):
-                if i.compress_type != zipfile.ZIP_STORED or i.flag_bits & 0x9 or i.file_size > LIMITS[i.filename]:
-                    raise Fail(f"{i.filename}: not stored, encrypted, with a data descriptor, or too large")
-                f.seek(pos)
-                head = f.read(30)
-                if i.header_offset != pos or head[:4] != b"PK\x03\x04":
-                    raise Fail(f"{i.filename}: entries are not contiguous")
-                pos += 30 + int.from_bytes(head[26:28], "little") + int.from_bytes(head[28:30], "little") \
-                    + i.compress_size
-        if z.start_dir != pos:
-            raise Fail("bytes hidden before the central directory")
-        e = {n: z.read(n) for n in ENTRIES}
+    # 1. container (spec §2), parsed byte by byte without zipfile
+    e = read_container(path)
     out["checks"].append("container")
     # 2. signature under the pinned key
     sig = json.loads(e["manifest.sig"])
@@ -294,7 +312,7 @@ def main(argv=None) -> int:
         with open(a.publisher) as f:
             publisher = json.load(f)
         res = verify(a.package, publisher, now, bytes.fromhex(a.recipient_key) if a.recipient_key else None)
-    except (Fail, KeyError, ValueError, TypeError, zipfile.BadZipFile) as exc:
+    except (Fail, KeyError, ValueError, TypeError, struct.error) as exc:
         print(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
         return 1
     print(json.dumps(res, indent=1, sort_keys=True))
