@@ -55,6 +55,15 @@ def _e2e(cfg, models):
     return e2e_section(models["embedded"], steps=cfg["e2e_steps"], batch=t["batch"], seq=t["seq"])
 
 
+def _server(cfg, models):
+    from .server_bench import server_section
+
+    t, small = cfg["train"], cfg.get("e2e_steps", 10) <= 2  # --smoke runs it tiny
+    return server_section(models["embedded"], batch=t["batch"], seq=t["seq"], rank=t["rank"],
+                          steps=2 if small else 16, latency_requests=30 if small else 300,
+                          concurrency=(1, 2) if small else (1, 4, 8), concurrent_steps=1 if small else 4)
+
+
 SECTIONS = {
     "training_step": _training,
     "scaling": _scaling,
@@ -64,6 +73,7 @@ SECTIONS = {
     "signing": _signing,
     "dashboard": _dashboard,
     "end_to_end": _e2e,
+    "server": _server,
 }
 
 
@@ -110,6 +120,8 @@ def headline(report: dict) -> list[tuple[str, Any, str]]:
         rows += [("E2E forward_backward p50 DP / non-DP", e["ratios"]["forward_backward_p50"], "-"),
                  ("E2E optim_step p50 DP / non-DP", e["ratios"]["optim_step_p50"], "-"),
                  ("E2E total DP / non-DP", e["ratios"]["total"], "-")]
+    if "server" in s:
+        rows += [(name, fig["median"], tgt or "-") for name, fig, tgt in s["server"]["headline"]]
     return rows
 
 
