@@ -36,6 +36,11 @@ bench: $(STAMP)
 bench-full: $(STAMP)
 	$(BIN)/python -m benchmarks --full
 
+.PHONY: serve
+# The Training API on 127.0.0.1:8000 over the default workspace (docs/SERVER.md); keys: tinker-nb apikey create.
+serve: $(STAMP)
+	$(BIN)/tinker-nb serve --workspace .tinker_nb
+
 model: $(STAMP)
 	$(BIN)/python scripts/make_tiny_llama.py
 
