@@ -87,8 +87,9 @@ class LiveServer:
     def start(self, timeout: float = 90.0) -> "LiveServer":
         import httpx
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "tinker_nb.cli", "serve", "--workspace", str(self.workspace),
-                                      "--host", "127.0.0.1", "--port", str(self.port), *self.extra],
+        self.proc = subprocess.Popen([sys.executable, "-m", "tinker_nb.cli", "serve", "--workspace",
+                                      str(self.workspace), "--host", "127.0.0.1", "--port", str(self.port),
+                                      *self.extra],
                                      env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -29,8 +29,7 @@ from ..config import TrainingConfig
 from ..errors import ConfigError, StateError, TinkerError
 from ..events import EventBus
 from ..futures import TinkerFuture
-from .wire import (API_PREFIX, IDEMPOTENCY_HEADER, ServerBusyError, WireObject, from_wire, make_error,
-                   to_jsonable)
+from .wire import API_PREFIX, IDEMPOTENCY_HEADER, WireObject, from_wire, make_error, to_jsonable
 
 __all__ = ["RemoteServiceClient", "RemoteTrainingClient", "RemoteFuture", "RemoteDraw", "RemoteAuditLog",
            "ServerUnavailableError"]
@@ -70,8 +69,9 @@ class _Http:
             except httpx.TransportError as exc:
                 attempt += 1
                 if attempt > self.retries:
-                    raise ServerUnavailableError(f"the server at {self.base_url} did not answer {method} {path} "
-                                                 f"({type(exc).__name__}); the request may be retried safely.") from None
+                    raise ServerUnavailableError(
+                        f"the server at {self.base_url} did not answer {method} {path} ({type(exc).__name__}); "
+                        "the request may be retried safely.") from None
                 time.sleep(min(0.2 * 2 ** attempt, 5.0) * (0.5 + random.random()))
                 continue
             if r.status_code == 429:
@@ -574,7 +574,8 @@ class RemoteTrainingClient(TrainingClient):
                 it = self._http.request("POST", self._path("draws"), json_body=body)
             iid = it["iterator_id"]
             while True:
-                d = self._call("draw", f"draws/{iid}/next")
+                with self._submit_lock:
+                    d = self._http.request("POST", self._path(f"draws/{iid}/next"))
                 if d.get("done"):
                     return
                 yield RemoteDraw(d["draw_id"], int(d.get("index") or 0), self.id)

@@ -101,7 +101,8 @@ class ApiKeyStore:
         key_id = secrets.token_hex(8)
         now = time.time()
         with self._lock:
-            self._db.execute("INSERT INTO api_keys VALUES (?,?,?,?,NULL,?)", (key_id, tenant, self._mac(key), now, label))
+            self._db.execute("INSERT INTO api_keys VALUES (?,?,?,?,NULL,?)",
+                             (key_id, tenant, self._mac(key), now, label))
         return key, ApiKeyInfo(key_id, tenant, now, None, label)
 
     def list(self, *, tenant: str | None = None) -> list[ApiKeyInfo]:

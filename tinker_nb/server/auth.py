@@ -32,7 +32,7 @@ def principal_from_headers(state: Any, headers: dict[bytes, bytes]) -> ApiKeyInf
     return state.apikeys.authenticate(key_from_headers(headers))
 
 
-def require_principal(request: Request) -> ApiKeyInfo:
+async def require_principal(request: Request) -> ApiKeyInfo:
     """FastAPI dependency: the authenticated key (tenant), or 401."""
     cached = request.scope.get("state", {}).get("principal")
     if cached is not None:

@@ -98,7 +98,8 @@ def cmd_apikey(args: argparse.Namespace) -> int:
                 import time
 
                 for k in keys:
-                    state = "revoked " + time.strftime("%Y-%m-%d %H:%M", time.gmtime(k.revoked)) if k.revoked else "active"
+                    when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(k.revoked)) if k.revoked else ""
+                    state = f"revoked {when} UTC" if k.revoked else "active"
                     print(f"{k.key_id}  {k.tenant:<20} {state:<24} {k.label}")
                 if not keys:
                     print("no API keys (create one with `tinker-nb apikey create --tenant NAME`).")

@@ -12,23 +12,33 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-import os
 import secrets
-import tempfile
+import threading
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
-from ..errors import ConfigError, DataError, StateError, TinkerError
+from ..errors import ConfigError, StateError, TinkerError
 from ..remote.wire import API_PREFIX, NotFoundError, to_jsonable
 from .apikeys import ApiKeyInfo
 from .auth import require_principal
-from .models import (AttachBody, CreateClientBody, DatasetBody, DrawsBody, ErrorBody, ForwardBackwardBody,
-                     FutureView, LoadStateBody, OptimStepBody, PackageBody, SampleBody, SaveStateBody)
+from .models import (
+    AttachBody,
+    CreateClientBody,
+    DatasetBody,
+    DrawsBody,
+    ErrorBody,
+    ForwardBackwardBody,
+    FutureView,
+    LoadStateBody,
+    OptimStepBody,
+    PackageBody,
+    SampleBody,
+    SaveStateBody,
+)
 from .runtime import ClientRunner, Job, JobFailure, ServerState
 
 __all__ = ["build_router"]
@@ -264,32 +274,42 @@ def build_router(state: ServerState) -> APIRouter:
                 except Exception:  # noqa: BLE001 - informative only
                     total = None
             iid = f"it_{secrets.token_hex(8)}"
-            rn.iterators[iid] = {"it": iter(it), "total": total, "taken": 0}
+            rn.iterators[iid] = {"it": iter(it), "total": total, "taken": 0, "lock": threading.Lock()}
             return {"iterator_id": iid, "total": total}
 
         return await _result(rn.submit("poisson_batches", run), rn)
 
-    @api.post("/training_clients/{client_id}/draws/{iterator_id}/next", tags=["data"], response_model=FutureView)
-    async def next_draw(client_id: str, iterator_id: str, p: ApiKeyInfo = Principal,
-                        wait: float = Depends(_wait_param)):
-        """The next Poisson draw, as an opaque ``draw_id`` (``done: true`` when the iterator is exhausted)."""
+    @api.post("/training_clients/{client_id}/draws/{iterator_id}/next", tags=["data"])
+    async def next_draw(client_id: str, iterator_id: str, p: ApiKeyInfo = Principal) -> dict:
+        """The next Poisson draw, as an opaque ``draw_id`` (``done: true`` when the iterator is exhausted).
+
+        Like the in-kernel generator, a draw is made at once, while earlier steps may still be running.
+        """
         rn = live(p, client_id)
-        if iterator_id not in rn.iterators:
+        st = rn.iterators.get(iterator_id)
+        if st is None:
             raise NotFoundError(f"no draw iterator {iterator_id!r}.")
 
         def run():
-            st = rn.iterators.get(iterator_id)
-            if st is None:
-                return {"done": True, "draw_id": None}
-            try:
-                handle = next(st["it"])
-            except StopIteration:
-                rn.iterators.pop(iterator_id, None)
-                return {"done": True, "draw_id": None}
-            st["taken"] += 1
-            return {"done": False, "draw_id": rn.register_draw(handle), "index": st["taken"], "total": st["total"]}
+            with st["lock"]:
+                rn.check_open()
+                try:
+                    handle = next(st["it"])
+                except StopIteration:
+                    rn.iterators.pop(iterator_id, None)
+                    return {"done": True, "draw_id": None, "index": st["taken"], "total": st["total"]}
+                st["taken"] += 1
+                rn.last_used = time.monotonic()
+                return {"done": False, "draw_id": rn.register_draw(handle), "index": st["taken"],
+                        "total": st["total"]}
 
-        return await _future_answer(rn.submit("draw", run), rn, wait)
+        try:
+            return await run_in_threadpool(run)
+        except TinkerError:
+            raise
+        except Exception as exc:  # the engine failed while drawing: the iterator is unusable
+            rn.iterators.pop(iterator_id, None)
+            raise StateError(f"the draw failed ({type(exc).__name__}); start a new poisson_batches().") from None
 
     # ------------------------------------------------------------------ Tinker primitives
     @api.post("/training_clients/{client_id}/forward_backward", tags=["training"], response_model=FutureView)
@@ -337,7 +357,10 @@ def build_router(state: ServerState) -> APIRouter:
         rn = live(p, client_id)
 
         def run():
-            return {"history": rn.tc.metrics_history(), "last_event_id": rn.events.last_id}
+            last = rn.events.last_id  # events after this id are not in the history below
+            tc = rn.tc
+            hist = tc.metrics_history() if hasattr(tc, "metrics_history") else tc.session.metrics_history
+            return {"history": hist, "last_event_id": last}
 
         return await _result(rn.submit("metrics_history", run, ordered_state_change=False), rn)
 
