@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev demo test test-fast bench bench-full model clean
+.PHONY: dev demo test test-fast bench bench-full bench-gpu model clean
 
 dev: $(STAMP)
 
@@ -35,6 +35,10 @@ bench: $(STAMP)
 
 bench-full: $(STAMP)
 	$(BIN)/python -m benchmarks --full
+
+# DP vs non-DP vs opacus on a ~0.7 B Llama config in bf16 (CUDA); `--smoke` runs the harness on CPU.
+bench-gpu: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu
 
 .PHONY: serve
 # The Training API on 127.0.0.1:8000 over the default workspace (docs/SERVER.md); keys: tinker-nb apikey create.

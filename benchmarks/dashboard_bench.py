@@ -6,7 +6,7 @@ import tempfile
 import time
 from typing import Any
 
-from .common import stats
+from .common import scaled, summary
 
 
 def dashboard_section(model_dir: str, *, steps: int, blocks: int = 4) -> dict[str, Any]:
@@ -44,6 +44,12 @@ def dashboard_section(model_dir: str, *, steps: int, blocks: int = 4) -> dict[st
             else:
                 off.append(dt / steps)
         tc.close()
-    a, b = stats(on), stats(off)
-    return {"steps_per_block": steps, "blocks": blocks, "attached_step_s": a, "detached_step_s": b,
-            "ratio": a["median"] / b["median"], "messages_per_s": msgs / secs if secs else 0.0}
+    # blocks alternate attached / detached: block pair k gives one ratio
+    ratio = summary([a / b for a, b in zip(on, off)], kind="ratio")
+    rate = msgs / secs if secs else 0.0
+    return {"steps_per_block": steps, "blocks": blocks,
+            "attached_step_ms": scaled(summary(on, kind="absolute", unit="s"), 1000, "ms"),
+            "detached_step_ms": scaled(summary(off, kind="absolute", unit="s"), 1000, "ms"),
+            "ratio": ratio, "messages_per_s": rate,
+            "headline": [("dashboard attached / detached loop time", ratio, "<= 1.01"),
+                         ("dashboard messages per second", summary([rate], kind="absolute", unit="1/s"), "<= 10")]}

@@ -1,21 +1,38 @@
-"""The benchmark sections, in report order, and the summary table."""
+"""The benchmark sections, in report order, the headline rows, and their table / Markdown rendering."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
+
+
+def _train_kw(cfg: dict) -> dict:
+    t = cfg["train"]
+    return dict(batch=t["batch"], seq=t["seq"], rank=t["rank"])
+
+
+def _rounds(cfg: dict, key: str) -> dict:
+    r = cfg[key]
+    return dict(min_rounds=r["min_rounds"], max_rounds=r["max_rounds"], time_cap_s=r["time_cap_s"])
 
 
 def _training(cfg, models):
     from .training import training_step_section
 
-    return training_step_section(models["embedded"], **cfg["train"])
+    return training_step_section(models["embedded"], **_train_kw(cfg), **_rounds(cfg, "train_rounds"),
+                                 ops=cfg.get("op_profile", False), phase_steps=cfg.get("phase_steps", 8))
 
 
 def _scaling(cfg, models):
     from .training import scaling_section
 
-    base = {k: cfg["train"][k] for k in ("batch", "seq", "rank")}
-    return {"rows": scaling_section(models, base=base, grid=cfg["scale_grid"], rounds=cfg["scale_rounds"])}
+    return {"rows": scaling_section(models, base=_train_kw(cfg), grid=cfg["scale_grid"], **_rounds(cfg, "scale_rounds"))}
+
+
+def _noise(cfg, models):
+    from .noise_bench import noise_section
+
+    return noise_section(models["embedded"], **_train_kw(cfg), **_rounds(cfg, "noise_rounds"))
 
 
 def _accounting(cfg, models):
@@ -27,7 +44,7 @@ def _accounting(cfg, models):
 def _checkpoints(cfg, models):
     from .security_bench import checkpoint_section
 
-    return checkpoint_section(sizes_mb=cfg["ckpt_sizes_mb"])
+    return checkpoint_section(sizes_mb=cfg["ckpt_sizes_mb"], repeats=cfg["ckpt_repeats"])
 
 
 def _ledger(cfg, models):
@@ -67,6 +84,7 @@ def _server(cfg, models):
 SECTIONS = {
     "training_step": _training,
     "scaling": _scaling,
+    "noise": _noise,
     "accounting": _accounting,
     "checkpoints": _checkpoints,
     "ledger": _ledger,
@@ -77,71 +95,159 @@ SECTIONS = {
 }
 
 
-def _fmt(x: Any) -> str:
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
-
-
-def headline(report: dict) -> list[tuple[str, Any, str]]:
-    """(figure, value, target) rows for the table and docs."""
+# ------------------------------------------------------------------------------------------ headline
+def headline(report: dict) -> list[tuple[str, dict, str | None]]:
+    """(figure name, figure summary, target) rows for the table and the docs."""
     s = report["sections"]
-    rows: list[tuple[str, Any, str]] = []
+    cuda = bool(report.get("machine", {}).get("cuda"))
+    rows: list[tuple[str, dict, str | None]] = []
     if "training_step" in s:
-        r = s["training_step"]["ratios"]
-        rows += [("DP / non-DP step time", r["dp_vs_nondp"], "<= 1.15 CPU, <= 1.10 GPU"),
-                 ("DP / plain peft+torch step time", r["dp_vs_peft_torch"], "-"),
-                 ("DP / opacus make_private step time", r["dp_vs_opacus_ref"], "<= 1.0"),
-                 ("DP / non-DP peak memory (step delta)", r.get("memory_dp_vs_nondp"), "<= 1.25")]
+        t = s["training_step"]
+        r = t["ratios"]
+        rows += [("DP / non-DP step time", r["dp_vs_nondp"], "<= 1.05" if cuda else "<= 1.10")]
+        if not cuda and "cpu_time_ratios" in t:
+            rows += [("DP / non-DP step CPU time", t["cpu_time_ratios"]["dp_vs_nondp"], None)]
+        rows += [("DP / plain peft+torch step time", r["dp_vs_peft_torch"], None),
+                 ("DP / opacus make_private step time", r["dp_vs_opacus_ref"], "<= 1.00"),
+                 ("non-DP / plain peft+torch step time", r["nondp_vs_peft_torch"], None)]
+        if "memory_dp_vs_nondp" in r:
+            rows += [("DP / non-DP peak allocated memory", r["memory_dp_vs_nondp"], "<= 1.15" if cuda else "<= 1.25"),
+                     ("DP / opacus make_private peak allocated memory", r["memory_dp_vs_opacus_ref"], None)]
+        rows += [("DP step (ms)", t["step_ms"]["tinker_dp"], None),
+                 ("non-DP step (ms)", t["step_ms"]["tinker_nondp"], None)]
     if "scaling" in s:
         for row in s["scaling"]["rows"]:
             where = "" if row["knob"] == "model" or row.get("model", "embedded") == "embedded" else f" ({row['model']})"
-            rows.append((f"scaling {row['knob']}={row['value']}{where}: DP / non-DP", row["ratio"], "-"))
-    if "accounting" in s:
-        a = s["accounting"]
-        rows += [("live ε update per step (ms)", a["live_update_ms_median"], "<= 0.1"),
-                 ("exact ε PLD at checkpoint (s)", a["exact_epsilon_seconds"]["pld"]["median"], "-"),
-                 ("exact ε PRV at checkpoint (s)", a["exact_epsilon_seconds"]["prv"]["median"], "-")]
-    if "checkpoints" in s:
-        for k, v in s["checkpoints"].get("headline", {}).items():
-            rows.append((k, v[0], v[1]))
-    if "ledger" in s:
-        for k, v in s["ledger"].get("headline", {}).items():
-            rows.append((k, v[0], v[1]))
-    if "signing" in s:
-        for k, v in s["signing"].get("headline", {}).items():
-            rows.append((k, v[0], v[1]))
-    if "dashboard" in s:
-        d = s["dashboard"]
-        rows += [("dashboard attached / detached loop time", d["ratio"], "<= 1.01"),
-                 ("dashboard messages per second", d["messages_per_s"], "<= ~10")]
-    if "end_to_end" in s:
-        e = s["end_to_end"]
-        rows += [("E2E forward_backward p50 DP / non-DP", e["ratios"]["forward_backward_p50"], "-"),
-                 ("E2E optim_step p50 DP / non-DP", e["ratios"]["optim_step_p50"], "-"),
-                 ("E2E total DP / non-DP", e["ratios"]["total"], "-")]
-    if "server" in s:
-        rows += [(name, fig["median"], tgt or "-") for name, fig, tgt in s["server"]["headline"]]
+            target = "<= 1.03" if row["knob"] == "model" and row["value"] == "bigger" else None
+            rows.append((f"scaling {row['knob']}={row['value']}{where}: DP / non-DP", row["ratio"], target))
+    if "noise" in s and "ratios" in s["noise"]:
+        r = s["noise"]["ratios"]
+        rows += [("secure noise / torch.normal, same size", r["secure_vs_torch_normal"], None),
+                 ("secure noise draw / DP step", r["secure_fraction_of_dp_step"], "<= 0.02"),
+                 ("torch.normal draw / DP step", r["torch_normal_fraction_of_dp_step"], None),
+                 ("secure noise draw (ms)", s["noise"]["ms"]["secure_noise"], None)]
+    for name in ("accounting", "checkpoints", "ledger", "signing", "dashboard", "end_to_end", "server"):
+        if name in s:
+            rows += [tuple(r) for r in s[name].get("headline", [])]
     return rows
+
+
+def status(fig: dict, target: str | None) -> str:
+    """'met' / 'missed' only when the whole 95% interval is on one side of the target; else 'unclear'."""
+    if not target:
+        return ""
+    op, val = target.split()
+    val = float(val)
+    med = fig.get("median", float("nan"))
+    lo, hi = fig["ci"] if fig.get("ci") else (med, med)
+    if not all(math.isfinite(x) for x in (med, lo, hi)):
+        return "n/a"
+    if op == "<=":
+        return "met" if hi <= val else "missed" if lo > val else "unclear"
+    return "met" if lo >= val else "missed" if hi < val else "unclear"
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return str(x)
+        return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3g}"
+    return str(x)
+
+
+def _ci(fig: dict) -> str:
+    if fig.get("exact"):
+        return "exact"
+    if not fig.get("ci") or fig.get("n", 0) < 2:
+        return "-"
+    lo, hi = fig["ci"]
+    return f"[{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _kind(fig: dict) -> str:
+    if fig.get("kind") == "ratio":
+        return "ratio" if fig.get("paired", True) else "ratio (unpaired)"
+    return f"abs ({fig.get('unit', '')})"
+
+
+def context(report: dict) -> str:
+    m = report.get("machine", {})
+    ld = report.get("load", {})
+
+    def la(snap):
+        v = (snap or {}).get("loadavg")
+        return "/".join(f"{x:.2f}" for x in v) if v else "n/a"
+
+    def psi(snap):
+        p = (snap or {}).get("cpu_pressure")
+        return f"{p['avg60']:.1f}%" if p else "n/a"
+
+    flag = "UNDER LOAD: " + "; ".join(report.get("under_load_reasons", [])) if report.get("under_load") else "quiet"
+    return (f"mode `{report.get('mode')}`, {m.get('cpu_count')} CPU cores, {report.get('threads')} torch thread(s), "
+            f"torch {m.get('torch')}, CUDA {m.get('cuda') or 'none'}; load average 1/5/15 min at start "
+            f"{la(ld.get('start'))}, at end {la(ld.get('end'))}; CPU pressure (PSI avg60) {psi(ld.get('start'))} → "
+            f"{psi(ld.get('end'))}; machine: {flag}")
 
 
 def table(report: dict) -> str:
     rows = headline(report)
     w = max([len(r[0]) for r in rows] + [10])
-    lines = [f"{'figure'.ljust(w)}  {'measured':>10}  target", "-" * (w + 30)]
-    lines += [f"{name.ljust(w)}  {_fmt(val):>10}  {tgt}" for name, val, tgt in rows]
+    lines = [context(report), "",
+             f"{'figure'.ljust(w)}  {'median':>10}  {'95% CI':>22}  {'n':>4}  {'kind':<16} target    status",
+             "-" * (w + 80)]
+    for name, fig, tgt in rows:
+        lines.append(f"{name.ljust(w)}  {_fmt(fig['median']):>10}  {_ci(fig):>22}  {fig.get('n', ''):>4}  "
+                     f"{_kind(fig):<16} {tgt or '-':<9} {status(fig, tgt)}")
+    lines += _convergence(report)
     if report.get("errors"):
         lines.append(f"FAILED sections: {', '.join(report['errors'])}")
     return "\n".join(lines)
 
 
+def _convergence(report: dict) -> list[str]:
+    out = []
+    s = report["sections"]
+    timings = []
+    if "training_step" in s:
+        timings.append(("training_step", s["training_step"]["timing"]))
+    if "noise" in s and "timing" in s["noise"]:
+        timings.append(("noise", s["noise"]["timing"]))
+    for row in s.get("scaling", {}).get("rows", []):
+        timings.append((f"scaling {row['knob']}={row['value']}", row["timing"]))
+    for name, t in timings:
+        if not t["converged"]:
+            out.append(f"note: {name}: interval target ±{t['target_half_width']} not reached "
+                       f"({t['rounds']} rounds, stopped by {t['stopped_by']}, {t['seconds']:.0f} s)")
+    return out
+
+
 def markdown(report: dict) -> str:
     """The headline rows as a Markdown table (docs/BENCHMARKS.md is pasted from this, never typed)."""
-    m = report.get("machine", {})
-    head = (f"mode `{report.get('mode')}`, {m.get('cpu_count')} CPU cores, torch {m.get('torch')}, "
-            f"CUDA {m.get('cuda') or 'none'}")
-    lines = [head, "", "| figure | measured | target |", "|---|---:|---|"]
-    lines += [f"| {name} | {_fmt(val)} | {tgt} |" for name, val, tgt in headline(report)]
+    lines = [context(report), "",
+             "| figure | median | 95% CI | n | kind | target | status |", "|---|---:|---|---:|---|---|---|"]
+    for name, fig, tgt in headline(report):
+        lines.append(f"| {name} | {_fmt(fig['median'])} | {_ci(fig)} | {fig.get('n', '')} | {_kind(fig)} | "
+                     f"{tgt or '-'} | {status(fig, tgt)} |")
+    conv = _convergence(report)
+    if conv:
+        lines += [""] + [f"- {c.removeprefix('note: ')}" for c in conv]
     if report.get("errors"):
         lines.append(f"\nFAILED sections: {', '.join(report['errors'])}")
+    return "\n".join(lines)
+
+
+def compare(a: dict, b: dict) -> str:
+    """Two reports side by side: do their 95% intervals overlap, figure by figure? (ratios only)"""
+    fa = {n: f for n, f, _ in headline(a)}
+    lines = [f"A: {context(a)}", f"B: {context(b)}", "",
+             "| figure | A median [CI] | B median [CI] | intervals overlap |", "|---|---|---|---|"]
+    for name, fb, _ in headline(b):
+        f = fa.get(name)
+        if f is None or f.get("kind") != "ratio":
+            continue
+        ca = f["ci"] or [f["median"]] * 2
+        cb = fb["ci"] or [fb["median"]] * 2
+        overlap = ca[0] <= cb[1] and cb[0] <= ca[1]
+        lines.append(f"| {name} | {_fmt(f['median'])} {_ci(f)} | {_fmt(fb['median'])} {_ci(fb)} | "
+                     f"{'yes' if overlap else 'NO'} |")
     return "\n".join(lines)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import stats
+from .common import inverse, scaled, summary
 
 
 def _fsync(path: Path) -> None:
@@ -19,66 +19,74 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def checkpoint_section(*, sizes_mb: list[int], repeats: int = 5) -> dict[str, Any]:
+def checkpoint_section(*, sizes_mb: list[int], repeats: dict[int, int] | int = 5) -> dict[str, Any]:
     """save/load through the encrypted store vs plain safetensors save/load of the same tensors;
-    storage AES-GCM throughput vs one-shot AES-256-GCM on one buffer (the machine's raw rate)."""
+    storage AES-GCM throughput vs one-shot AES-256-GCM on one buffer (the raw rate).
+
+    Each repeat times the plain and the encrypted operation back to back, so every ratio is a median of
+    per-repeat ratios with its bootstrap interval.
+    """
+    import io
+
     import torch
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     from safetensors.torch import load as st_load, save as st_save, save_file
 
+    from tinker_nb.security.aead import encrypt_stream
     from tinker_nb.security.keys import Keystore
     from tinker_nb.storage import ArtifactStore
 
-    out: dict[str, Any] = {"sizes": {}, "headline": {}}
+    out: dict[str, Any] = {"sizes": {}, "headline": []}
     with tempfile.TemporaryDirectory() as d:
         os.environ.setdefault("TINKER_NB_KEY_DIR", str(Path(d) / "keys"))
-        ks = Keystore.open(Path(d) / "ws", key_file=None) if False else Keystore.open(Path(d) / "ws", passphrase="bench")
+        ks = Keystore.open(Path(d) / "ws", passphrase="bench")
         ks.create_tenant("bench")
         store = ArtifactStore(Path(d) / "ws", ks, tenant="bench")
         for mb in sizes_mb:
+            reps = repeats.get(mb, 5) if isinstance(repeats, dict) else repeats
             n = mb * (1 << 20) // 4
             tensors = {"w": torch.randn(n)}
-            plain_save, plain_load, enc_save, enc_load = [], [], [], []
-            for _ in range(repeats):
+            buf = os.urandom(mb << 20)
+            key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(12)
+            t_ps, t_pl, t_es, t_el, t_raw, t_ours = [], [], [], [], [], []
+            for _ in range(reps):
                 p = Path(d) / "plain.safetensors"
                 # Baseline: a durable plain checkpoint (safetensors file, then fsync), as save_state is durable.
-                t = time.perf_counter(); save_file(tensors, p); _fsync(p); plain_save.append(time.perf_counter() - t)
-                # Read every byte (load_file alone maps the file lazily and would time almost nothing).
-                t = time.perf_counter(); st_load(p.read_bytes()); plain_load.append(time.perf_counter() - t)
+                t = time.perf_counter(); save_file(tensors, p); _fsync(p); t_ps.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 info = store.save("b", {"w.safetensors": st_save(tensors)})
-                enc_save.append(time.perf_counter() - t)
+                t_es.append(time.perf_counter() - t)
+                # Read every byte (load_file alone maps the file lazily and would time almost nothing).
+                t = time.perf_counter(); st_load(p.read_bytes()); t_pl.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 blobs, _, _ = store.load(info.artifact_id)
                 st_load(blobs["w.safetensors"])
-                enc_load.append(time.perf_counter() - t)
+                t_el.append(time.perf_counter() - t)
                 store.delete(info.artifact_id)
-            buf = os.urandom(mb << 20)
-            key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(12)
-            raw = []
-            for _ in range(repeats):
-                t = time.perf_counter(); AESGCM(key).encrypt(nonce, buf, None); raw.append(time.perf_counter() - t)
-            from tinker_nb.security.aead import encrypt_stream
-            import io
-
-            ours = []
-            for _ in range(repeats):
+                t = time.perf_counter(); AESGCM(key).encrypt(nonce, buf, None); t_raw.append(time.perf_counter() - t)
                 sink = io.BytesIO()
-                t = time.perf_counter(); encrypt_stream(key, [buf], sink, context=b"bench"); ours.append(time.perf_counter() - t)
-            r = {"plain_save": stats(plain_save), "plain_load": stats(plain_load), "encrypted_save": stats(enc_save),
-                 "encrypted_load": stats(enc_load), "raw_aesgcm_MBps": mb / stats(raw)["median"],
-                 "storage_aead_MBps": mb / stats(ours)["median"]}
-            r["save_ratio"] = r["encrypted_save"]["median"] / r["plain_save"]["median"]
-            r["load_ratio"] = r["encrypted_load"]["median"] / r["plain_load"]["median"]
-            r["aead_fraction_of_raw"] = r["storage_aead_MBps"] / r["raw_aesgcm_MBps"]
+                t = time.perf_counter(); encrypt_stream(key, [buf], sink, context=b"bench")
+                t_ours.append(time.perf_counter() - t)
+            r = {"repeats": reps,
+                 "plain_save_ms": scaled(summary(t_ps, kind="absolute", unit="s"), 1000, "ms"),
+                 "plain_load_ms": scaled(summary(t_pl, kind="absolute", unit="s"), 1000, "ms"),
+                 "encrypted_save_ms": scaled(summary(t_es, kind="absolute", unit="s"), 1000, "ms"),
+                 "encrypted_load_ms": scaled(summary(t_el, kind="absolute", unit="s"), 1000, "ms"),
+                 "raw_aesgcm_MBps": inverse(summary(t_raw, kind="absolute", unit="s"), mb, "MB/s"),
+                 "storage_aead_MBps": inverse(summary(t_ours, kind="absolute", unit="s"), mb, "MB/s"),
+                 "save_ratio": summary([a / b for a, b in zip(t_es, t_ps)], kind="ratio"),
+                 "load_ratio": summary([a / b for a, b in zip(t_el, t_pl)], kind="ratio"),
+                 # rate fraction = raw time / our time, per repeat
+                 "aead_fraction_of_raw": summary([a / b for a, b in zip(t_raw, t_ours)], kind="ratio")}
             out["sizes"][f"{mb}MB"] = r
-            out["headline"][f"save_state / safetensors save, {mb} MB"] = (r["save_ratio"], "<= 1.05 at 100 MB")
-            out["headline"][f"load_state / safetensors load, {mb} MB"] = (r["load_ratio"], "-")
-            out["headline"][f"storage AEAD / raw AES-GCM rate, {mb} MB"] = (r["aead_fraction_of_raw"], ">= 0.70")
+            out["headline"] += [
+                (f"save_state / durable safetensors save, {mb} MB", r["save_ratio"], "<= 1.05" if mb >= 100 else None),
+                (f"load_state / safetensors load, {mb} MB", r["load_ratio"], None),
+                (f"storage AEAD / raw AES-GCM rate, {mb} MB", r["aead_fraction_of_raw"], ">= 0.70")]
     return out
 
 
-def ledger_section(*, n: int) -> dict[str, Any]:
+def ledger_section(*, n: int, verify_repeats: int = 3) -> dict[str, Any]:
     from tinker_nb.ledger import AuditLedger, verify_consistency, verify_inclusion
     from tinker_nb.security.signing import HybridSigner
 
@@ -106,23 +114,30 @@ def ledger_section(*, n: int) -> dict[str, Any]:
         db.commit()
         db.close()
         led.checkpoint()
-        t = time.perf_counter(); rep = led.verify(); vt = time.perf_counter() - t
-        assert rep.ok
+        verify_s = []
+        for _ in range(verify_repeats):
+            t = time.perf_counter(); rep = led.verify(); verify_s.append(time.perf_counter() - t)
+            assert rep.ok
         t = time.perf_counter(); ip = led.inclusion_proof(n // 3); ipt = time.perf_counter() - t
-        t = time.perf_counter()
-        ok = verify_inclusion(bytes.fromhex(ip["leaf_hash"]), n // 3, n, [bytes.fromhex(x) for x in ip["proof"]], bytes.fromhex(ip["root_hash"]))
-        ivt = time.perf_counter() - t
+        iv = []
+        for _ in range(50):
+            t = time.perf_counter()
+            ok = verify_inclusion(bytes.fromhex(ip["leaf_hash"]), n // 3, n, [bytes.fromhex(x) for x in ip["proof"]],
+                                  bytes.fromhex(ip["root_hash"]))
+            iv.append(time.perf_counter() - t)
         t = time.perf_counter(); cp = led.consistency_proof(n // 2); cpt = time.perf_counter() - t
         t = time.perf_counter()
         ok2 = verify_consistency(n // 2, n, bytes.fromhex(cp["old_root"]), bytes.fromhex(cp["new_root"]), [bytes.fromhex(x) for x in cp["proof"]])
         cvt = time.perf_counter() - t
-    a = stats(appends)
-    return {"entries": n, "append_seconds": a, "verify_seconds": vt, "verify_entries_per_s": n / vt,
-            "inclusion_proof_gen_s": ipt, "inclusion_verify_s": ivt, "inclusion_proof_len": len(ip["proof"]),
+    append_ms = scaled(summary(appends, kind="absolute", unit="s"), 1000, "ms")
+    rate = inverse(summary(verify_s, kind="absolute", unit="s"), n, "entries/s")
+    iv_ms = scaled(summary(iv, kind="absolute", unit="s"), 1000, "ms")
+    return {"entries": n, "append_ms": append_ms, "verify_entries_per_s": rate,
+            "inclusion_proof_gen_s": ipt, "inclusion_verify_ms": iv_ms, "inclusion_proof_len": len(ip["proof"]),
             "consistency_proof_gen_s": cpt, "consistency_verify_s": cvt, "proofs_ok": ok and ok2,
-            "headline": {"durable ledger append (ms, median)": (1000 * a["median"], "<= 1"),
-                         "ledger verification (entries/s)": (n / vt, ">= 200000"),
-                         "inclusion proof verify (ms)": (1000 * ivt, "-")}}
+            "headline": [("durable ledger append (ms)", append_ms, "<= 1"),
+                         ("ledger verification (entries/s)", rate, ">= 200000"),
+                         ("inclusion proof verify (ms)", iv_ms, None)]}
 
 
 def signing_section(model_dir: str) -> dict[str, Any]:
@@ -133,27 +148,29 @@ def signing_section(model_dir: str) -> dict[str, Any]:
     pk = s.public_key()
     msg = os.urandom(4096)
     sign, verify = [], []
-    for _ in range(20):
+    for _ in range(40):
         t = time.perf_counter(); sig = s.sign(msg, context=b"tgsp/v1"); sign.append(time.perf_counter() - t)
         t = time.perf_counter(); pk.verify(msg, sig, context=b"tgsp/v1"); verify.append(time.perf_counter() - t)
     ident = RecipientIdentity.generate()
     seal_t, open_t = [], []
-    for _ in range(20):
+    for _ in range(40):
         t = time.perf_counter(); c = seal(ident.public_key(), b"k" * 32, info=b"tgsp/v1"); seal_t.append(time.perf_counter() - t)
         t = time.perf_counter(); ident.open(c, info=b"tgsp/v1"); open_t.append(time.perf_counter() - t)
     pkg = _package_timings(model_dir, signer=s, recipient=ident)
-    return {"composite_sign": stats(sign), "composite_verify": stats(verify), "hpke_seal": stats(seal_t),
-            "hpke_open": stats(open_t), "package": pkg,
-            "headline": {"composite sign (ms)": (1000 * stats(sign)["median"], "-"),
-                         "composite verify (ms)": (1000 * stats(verify)["median"], "-"),
-                         "HPKE X-Wing seal (ms)": (1000 * stats(seal_t)["median"], "-"),
-                         "HPKE X-Wing open (ms)": (1000 * stats(open_t)["median"], "-"),
-                         "TGSP package build, embedded model (ms)": (1000 * pkg["build"]["median"], "-"),
-                         "TGSP verify, embedded model (ms)": (1000 * pkg["verify"]["median"], "-"),
-                         "TGSP verify / plain SHA-256 of the file": (pkg["verify_vs_sha256"], "-")}}
+    ms = {k: scaled(summary(v, kind="absolute", unit="s"), 1000, "ms")
+          for k, v in (("composite_sign", sign), ("composite_verify", verify), ("hpke_seal", seal_t),
+                       ("hpke_open", open_t))}
+    return {**ms, "package": pkg,
+            "headline": [("composite sign (ms)", ms["composite_sign"], None),
+                         ("composite verify (ms)", ms["composite_verify"], None),
+                         ("HPKE X-Wing seal (ms)", ms["hpke_seal"], None),
+                         ("HPKE X-Wing open (ms)", ms["hpke_open"], None),
+                         ("TGSP package build, embedded model (ms)", pkg["build_ms"], None),
+                         ("TGSP verify, embedded model (ms)", pkg["verify_ms"], None),
+                         ("TGSP verify / plain SHA-256 of the file", pkg["verify_vs_sha256"], None)]}
 
 
-def _package_timings(model_dir: str, *, signer: Any, recipient: Any, repeats: int = 5) -> dict[str, Any]:
+def _package_timings(model_dir: str, *, signer: Any, recipient: Any, repeats: int = 7) -> dict[str, Any]:
     """Build and verify a TGSP package of a (1-step DP) adapter on the model; baseline: hashing the file."""
     import hashlib
 
@@ -179,5 +196,7 @@ def _package_timings(model_dir: str, *, signer: Any, recipient: Any, repeats: in
             t = time.perf_counter(); hashlib.sha256(out.read_bytes()).digest(); sha.append(time.perf_counter() - t)
         size = out.stat().st_size
         tc.close()
-    return {"bytes": size, "build": stats(build), "verify": stats(verify), "sha256_file": stats(sha),
-            "verify_vs_sha256": stats(verify)["median"] / stats(sha)["median"]}
+    return {"bytes": size, "build_ms": scaled(summary(build, kind="absolute", unit="s"), 1000, "ms"),
+            "verify_ms": scaled(summary(verify, kind="absolute", unit="s"), 1000, "ms"),
+            "sha256_file_ms": scaled(summary(sha, kind="absolute", unit="s"), 1000, "ms"),
+            "verify_vs_sha256": summary([a / b for a, b in zip(verify, sha)], kind="ratio")}

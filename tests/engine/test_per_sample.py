@@ -94,11 +94,12 @@ def test_per_example_grads_equal_opacus_grad_samples(lora_session):
     assert all(p.grad is not None for p in params)
 
 
-def test_two_passes_accumulate_and_a_smaller_last_chunk():
+@pytest.mark.parametrize("d_in,d_out", [(6, 4), (3, 7)])  # stored as g^T a / transposed (a^T g)
+def test_two_passes_accumulate_and_a_smaller_last_chunk(d_in, d_out):
     torch.manual_seed(1)
-    lin = nn.Linear(6, 4)
+    lin = nn.Linear(d_in, d_out)
     acc = GradientAccumulator(lin, dp=True, max_grad_norm=0.3)
-    x1, x2 = torch.randn(5, 3, 6), torch.randn(2, 3, 6)
+    x1, x2 = torch.randn(5, 3, d_in), torch.randn(2, 3, d_in)
     expected = [torch.zeros_like(p) for p in acc.params]
     for x in (x1, x2):
         acc.hooks.disable_hooks()
