@@ -240,3 +240,13 @@ def test_bad_inputs_are_tinker_errors():
     with pytest.raises(ConfigError):
         S.tpr_at_fpr([1.0, 2.0], [True, False], 0.0)
     assert issubclass(ConfigError, TinkerError) and issubclass(DataError, TinkerError)
+
+
+def test_prune_grid_drops_choices_that_cannot_certify():
+    g = S.default_guess_grid(64)
+    assert g[0] == (3, 3)
+    pruned = S.prune_grid(64, g, delta=1e-5)
+    assert (3, 3) not in pruned and pruned == [(8, 8), (16, 16), (32, 32)]
+    for a, b in pruned:  # every kept choice can certify at the corrected level
+        assert S.ceiling_epsilon(64, a + b, delta=1e-5, confidence=1 - 0.05 / len(pruned)) > 0
+    assert S.prune_grid(4, S.default_guess_grid(4)) == [(2, 2)]  # nothing can certify: keep the strongest

@@ -31,7 +31,7 @@ from ..errors import ConfigError, DataError
 __all__ = [
     "one_run_p_value", "epsilon_lower_bound", "guesses_top_bottom", "count_correct", "default_guess_grid",
     "OneRunBound", "one_run_audit", "roc", "auc", "tpr_at_fpr", "exposure_interpolation",
-    "exposure_extrapolation", "ceiling_epsilon",
+    "exposure_extrapolation", "ceiling_epsilon", "prune_grid",
 ]
 
 _BISECTION_STEPS = 60  # the paper's code uses 30; 60 halvings of a unit interval are below float resolution
@@ -194,6 +194,25 @@ def default_guess_grid(m: int, inclusion_prob: float = 0.5,
     return out
 
 
+def prune_grid(m: int, grid: Sequence[tuple[int, int]], *, delta: float = 0.0,
+               confidence: float = 0.95) -> list[tuple[int, int]]:
+    """Drop the choices that could not give a positive bound even with every guess right.
+
+    Uses only public quantities (m, the choice, δ, β), never scores or coins, so it is part of fixing the
+    design in advance. Iterates because fewer choices mean a milder Bonferroni correction.
+    """
+    beta = 1.0 - _confidence(confidence)
+    g = [tuple(x) for x in grid]
+    while True:
+        keep = [(a, b) for a, b in g
+                if epsilon_lower_bound(m, a + b, a + b, delta=delta, confidence=1 - beta / len(g)) > 0]
+        if not keep:
+            return [max(g, key=lambda x: x[0] + x[1])]  # nothing can certify: keep the strongest choice
+        if len(keep) == len(g):
+            return keep
+        g = keep
+
+
 @dataclass
 class OneRunBound:
     """The certified part of an audit: everything needed to re-check the number by hand."""
@@ -209,6 +228,7 @@ class OneRunBound:
     grid: list[tuple[int, int]]
     correction: str
     per_choice: list[dict[str, Any]] = field(default_factory=list)
+    guess_vector: list[int] = field(default_factory=list)  # T of the reported choice, one entry per canary
 
     @property
     def precision(self) -> float:
@@ -252,6 +272,7 @@ def one_run_audit(scores: Sequence[float], included: Sequence[bool], *, delta: f
     order = np.lexsort((tie, s))
     signs = np.where(inc, 1, -1)
     best: dict[str, Any] | None = None
+    best_t: np.ndarray | None = None
     per: list[dict[str, Any]] = []
     for a, b in choices:
         t = np.zeros(m, dtype=np.int8)
@@ -264,12 +285,12 @@ def one_run_audit(scores: Sequence[float], included: Sequence[bool], *, delta: f
         row = {"k_pos": a, "k_neg": b, "guesses": r, "correct": v, "epsilon_lower": eps}
         per.append(row)
         if best is None or eps > best["epsilon_lower"]:
-            best = row
-    assert best is not None
+            best, best_t = row, t
+    assert best is not None and best_t is not None
     return OneRunBound(epsilon_lower=best["epsilon_lower"], confidence=confidence, delta=delta, m=m,
                        k_pos=best["k_pos"], k_neg=best["k_neg"], guesses=best["guesses"], correct=best["correct"],
                        grid=choices, correction="none" if len(choices) == 1 else f"bonferroni/{len(choices)}",
-                       per_choice=per)
+                       per_choice=per, guess_vector=best_t.astype(int).tolist())
 
 
 # ----------------------------------------------------------------------------- membership-inference view
