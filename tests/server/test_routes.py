@@ -189,12 +189,19 @@ def test_errors_keep_their_type_and_skip_later_steps(app_env):
     cid = create(c, a, cfg)
     attach(c, a, cid)
     refused = None
-    for _ in range(60):
-        r = c.post(f"{API}/training_clients/{cid}/optim_step?wait=60", headers=a)
+    it = c.post(f"{API}/training_clients/{cid}/draws", json={"steps": 60}, headers=a).json()["iterator_id"]
+    for _ in range(60):  # draw, train, step until the budget refuses (at the draw or at the step)
+        r = c.post(f"{API}/training_clients/{cid}/draws/{it}/next", headers=a)
+        if r.status_code == 200:
+            r = c.post(f"{API}/training_clients/{cid}/forward_backward?wait=60",
+                       json={"draw_id": r.json()["draw_id"]}, headers=a)
+        if r.status_code == 200:
+            r = c.post(f"{API}/training_clients/{cid}/optim_step?wait=60", headers=a)
         if r.status_code != 200:
             refused = r
             break
-    assert refused is not None and refused.status_code == 409 and err(refused) == "BudgetExceededError"
+    assert refused is not None and refused.status_code == 409, refused and refused.text
+    assert err(refused) == "BudgetExceededError", refused.text
     m = c.get(f"{API}/training_clients/{cid}/dp_metrics", headers=a).json()
     assert m["epsilon_spent"] <= 1.2
     # a caller-supplied batch with a bad token id: DataError (4xx), the client stays usable

@@ -410,7 +410,6 @@ class RemoteServiceClient(ServiceClient):
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}.")
         self.base_url = base_url.rstrip("/")
-        self.workspace = None
         self._http = _Http(self.base_url, api_key, timeout=timeout, retries=retries, busy_timeout=busy_timeout)
         who = self._http.request("GET", "/whoami")
         if tenant not in (None, "default", who["tenant"]):
@@ -425,6 +424,11 @@ class RemoteServiceClient(ServiceClient):
         return f"RemoteServiceClient(base_url={self.base_url!r}, tenant={self.tenant!r})"
 
     # -- the workspace lives on the server ---------------------------------------------------------
+    @property
+    def workspace(self) -> None:
+        """None: the workspace (keys, checkpoints, ledger, budgets) is the server's."""
+        return None
+
     @property
     def keystore(self):
         return _RemoteKeystore(self._http)

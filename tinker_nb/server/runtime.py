@@ -83,29 +83,42 @@ class Job:
         return d
 
 
+def _is_workspace_object(obj: Any) -> bool:
+    return not isinstance(obj, (str, bytes)) and hasattr(obj, "keystore") and callable(getattr(obj, "tenant", None))
+
+
 def open_workspace(workspace: Any, *, passphrase: str | None = None, key_file: str | os.PathLike | None = None):
-    """(path, keystore, service_factory) for a workspace path or a ``tinker_nb.workspace.Workspace`` object."""
+    """(path, keystore, service_factory) for a workspace path or a ``tinker_nb.workspace.Workspace`` object.
+
+    A path becomes one shared Workspace object when the core has one, so every tenant's ServiceClient
+    shares one keystore, signer and privacy odometer.
+    """
     from ..client import ServiceClient
 
-    if isinstance(workspace, (str, os.PathLike)):
-        from ..security.keys import Keystore
+    if not _is_workspace_object(workspace):
+        if not isinstance(workspace, (str, os.PathLike)):
+            raise ConfigError("create_app(workspace) takes a folder path or a tinker_nb Workspace object.")
+        try:
+            from ..workspace import Workspace
+        except ImportError:  # a core without the Workspace object: one ServiceClient per tenant on the path
+            from ..security.keys import Keystore
 
-        path = Path(workspace).resolve()
-        keystore = Keystore.open(path, passphrase=passphrase, key_file=key_file)
+            path = Path(workspace).resolve()
+            keystore = Keystore.open(path, passphrase=passphrase, key_file=key_file)
 
-        def factory(tenant: str):
-            return ServiceClient(path, tenant=tenant, passphrase=passphrase, key_file=key_file)
+            def factory(tenant: str):
+                return ServiceClient(path, tenant=tenant, passphrase=passphrase, key_file=key_file)
 
-        return path, keystore, factory
-    path = getattr(workspace, "path", None) or getattr(workspace, "root", None)
-    keystore = getattr(workspace, "keystore", None)
-    if path is None or keystore is None:
-        raise ConfigError("create_app(workspace) takes a folder path or a tinker_nb Workspace object.")
+            return path, keystore, factory
+        workspace = Workspace(workspace, passphrase=passphrase, key_file=key_file)
+    elif passphrase is not None or key_file is not None:
+        raise ConfigError("the Workspace already holds its root key settings; pass passphrase/key_file to it.")
+    ws = workspace
 
     def factory(tenant: str):
-        return ServiceClient(workspace, tenant=tenant)
+        return ServiceClient(ws, tenant=tenant)
 
-    return Path(path), keystore, factory
+    return Path(getattr(ws, "path", ws)), ws.keystore, factory
 
 
 class EventLog:
