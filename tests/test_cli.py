@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import zipfile
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tinker_nb import cli
-from tinker_nb.cli import EXIT_KEYS, EXIT_OK, EXIT_OTHER, EXIT_USAGE, EXIT_VERIFY, main
+from tinker_nb.cli import EXIT_INTERRUPTED, EXIT_KEYS, EXIT_OK, EXIT_OTHER, EXIT_USAGE, EXIT_VERIFY, main
 
 from .tgsp.helpers import BLOCK_HEAVY, flip, make_run, rewrite
 
@@ -205,3 +206,161 @@ def test_unexpected_errors_are_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_inspect", boom)
     assert main(["inspect", PKG]) == EXIT_OTHER
     _one_line_error(capsys, "RuntimeError: disk on fire second line")
+
+
+# ---------------------------------------------------------------------- issue 13 / issue 12 item 10
+def _ledger_ws(tmp_path, monkeypatch, *, n=5):
+    """A torch-free workspace: passphrase keystore, tenant 'default', identity, n ledger entries + a checkpoint."""
+    from tinker_nb.ledger import AuditLedger
+    from tinker_nb.security.identity import workspace_signer
+    from tinker_nb.security.keys import Keystore
+
+    ws = tmp_path / "ws"
+    ks = Keystore.open(ws, passphrase="ws pw")
+    ks.create_tenant("default")
+    led = AuditLedger(ws / "audit.sqlite", tenant="default", signer=workspace_signer(ws, ks))
+    for i in range(n):
+        led.append("optim_step", {"step": i}, summary={"step": i})
+    led.checkpoint()
+    led.close()
+    monkeypatch.setenv("TINKER_NB_WORKSPACE_PASSPHRASE", "ws pw")
+    return ws, ks
+
+
+def _sql(path, q):
+    db = sqlite3.connect(path)
+    db.execute(q)
+    db.commit()
+    db.close()
+
+
+def test_every_documented_exit_code(tmp_path, monkeypatch, capsys):
+    """docs/CLI.md's table, one case (or more) per code."""
+    ws, _ = _ledger_ws(tmp_path, monkeypatch)
+    recipient_pub = str(VEC / "recipient.pub")
+    (tmp_path / "dir").mkdir()
+    monkeypatch.setenv("TINKER_NB_PASSPHRASE", "a long passphrase")
+    cases = [
+        (["verify", PKG, "--trust", PUB], EXIT_OK, None),
+        (["audit", "verify", "--workspace", str(ws)], EXIT_OK, None),
+        (["verify", str(VEC / "bad" / "trailing-bytes.tgsp"), "--trust", PUB], EXIT_VERIFY, "end of central directory"),
+        (["keygen", "publisher"], EXIT_USAGE, "--out"),
+        (["checkpoints", "--workspace", str(ws), "--tenant", "nobody"], EXIT_USAGE, "no tenant 'nobody'"),
+        (["verify", PKG, "--trust", str(tmp_path / "dir")], EXIT_KEYS, "is a folder"),
+        (["keygen", "publisher", "--out", str(tmp_path / "dir"), "--force"], EXIT_KEYS, "is a folder"),
+        (["verify", PKG, "--trust", recipient_pub], EXIT_KEYS, "wrong kind of key"),
+        (["audit", "verify", "--workspace", str(ws), "--trust", recipient_pub], EXIT_KEYS, "wrong kind of key"),
+        (["package", "x", "--workspace", str(ws), "--recipient", PUB, "--out", str(tmp_path / "p.tgsp")],
+         EXIT_KEYS, "publisher (signing) key, not a recipient key"),
+    ]
+    for argv, code, needle in cases:
+        assert main(argv) == code, (argv, capsys.readouterr())
+        if needle:
+            _one_line_error(capsys, needle)
+        capsys.readouterr()
+    monkeypatch.delenv("TINKER_NB_WORKSPACE_PASSPHRASE")
+    assert main(["checkpoints", "--workspace", str(ws)]) == EXIT_KEYS
+    err = _one_line_error(capsys, "$TINKER_NB_WORKSPACE_PASSPHRASE")
+    assert "passphrase=" not in err and "%tinker" not in err
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_inspect", interrupted)
+    assert main(["inspect", PKG]) == EXIT_INTERRUPTED
+    _one_line_error(capsys, "interrupted")
+
+
+def test_audit_verify_is_read_only_and_refuses_empty_tableless_and_corrupt_files(tmp_path, monkeypatch, capsys):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "audit.sqlite").write_bytes(b"")
+    assert main(["audit", "verify", "--workspace", str(ws), "--allow-unsigned"]) == EXIT_VERIFY
+    _one_line_error(capsys, "not an audit ledger", "empty file")
+    assert (ws / "audit.sqlite").read_bytes() == b""  # no tables were created in the file under verification
+    sqlite3.connect(ws / "other.sqlite").execute("CREATE TABLE x (a)").connection.commit()
+    shutil.copy(ws / "other.sqlite", ws / "audit.sqlite")
+    assert main(["audit", "verify", "--workspace", str(ws), "--allow-unsigned"]) == EXIT_VERIFY
+    _one_line_error(capsys, "not an audit ledger", "another database")
+    (ws / "audit.sqlite").write_bytes(b"SQLite format 3\0" + b"\xff" * 4000)
+    assert main(["audit", "verify", "--workspace", str(ws), "--allow-unsigned"]) == EXIT_VERIFY
+    _one_line_error(capsys, "IntegrityError")
+    ws2, _ = _ledger_ws(tmp_path / "b", monkeypatch, n=0)
+    assert main(["audit", "verify", "--workspace", str(ws2), "--tenant", "default"]) == EXIT_VERIFY
+    assert capsys.readouterr().out.startswith("EMPTY")
+
+
+def test_audit_verify_without_any_key_needs_allow_unsigned(tmp_path, monkeypatch, capsys):
+    ws, _ = _ledger_ws(tmp_path, monkeypatch)
+    (ws / "identity.json").unlink()
+    assert main(["audit", "verify", "--workspace", str(ws)]) == EXIT_VERIFY
+    _one_line_error(capsys, "--allow-unsigned", "--trust")
+    assert main(["audit", "verify", "--workspace", str(ws), "--allow-unsigned"]) == EXIT_OK
+    assert "NOT checked" in capsys.readouterr().out
+
+
+def test_a_trusted_checkpoint_kept_elsewhere_detects_cutting_the_tail_and_the_stored_checkpoints(
+        tmp_path, monkeypatch, capsys):
+    from tinker_nb.ledger import AuditLedger
+    from tinker_nb.security.identity import workspace_signer
+
+    ws, ks = _ledger_ws(tmp_path, monkeypatch)
+    led = AuditLedger(ws / "audit.sqlite", tenant="default", signer=workspace_signer(ws, ks))
+    led.append("package", {"package_id": "p"}, summary={"package_id": "p"})  # signs a checkpoint after it
+    assert led.latest_checkpoint().size == led.size() == 6
+    led.close()
+    kept = tmp_path / "kept.json"
+    assert main(["audit", "checkpoint", "--workspace", str(ws), "--out", str(kept)]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["size"] == 6
+    assert main(["audit", "checkpoint", "--workspace", str(ws), "--out", str(kept)]) == EXIT_USAGE  # no --force
+    capsys.readouterr()
+    ws.joinpath("identity.json").read_bytes()
+    shutil.copy(ws / "identity.json", tmp_path / "identity.backup")
+    assert main(["pubkey", "--workspace", str(ws), "--out", str(tmp_path / "ws.pub")]) == EXIT_OK
+    # An attacker deletes the release entry AND every stored checkpoint covering it.
+    _sql(ws / "audit.sqlite", "DELETE FROM entries WHERE seq=5")
+    _sql(ws / "audit.sqlite", "DELETE FROM checkpoints WHERE size>5")
+    assert main(["audit", "verify", "--workspace", str(ws), "--trust", str(tmp_path / "ws.pub")]) == EXIT_OK
+    capsys.readouterr()  # undetectable without an outside anchor ...
+    assert main(["audit", "verify", "--workspace", str(ws), "--trust", str(tmp_path / "ws.pub"),
+                 "--trusted-checkpoint", str(kept)]) == EXIT_VERIFY
+    assert "truncation or rollback" in capsys.readouterr().out  # ... and caught with the exported one
+    kept.write_text("{}")
+    assert main(["audit", "verify", "--workspace", str(ws), "--trusted-checkpoint", str(kept)]) == EXIT_VERIFY
+    _one_line_error(capsys, "fields")
+
+
+def test_cli_errors_speak_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TINKER_NB_PASSPHRASE", "tgsp-test-vector")
+    d = tmp_path / "adapter"
+    d.mkdir()
+    (d / "x").write_text("x")
+    assert main(["export", PKG, "--identity", RKEY, "--trust", PUB, "--out", str(d)]) == EXIT_USAGE
+    err = _one_line_error(capsys, "--force")
+    assert "overwrite=True" not in err
+    assert main(["export", PKG, "--identity", str(VEC / "recipient.pub"), "--trust", PUB, "--out",
+                 str(tmp_path / "o")]) == EXIT_KEYS
+    _one_line_error(capsys, "PUBLIC key, not a recipient identity")
+    assert cli.cli_wording("see list_checkpoints(); pass passphrase=... (Python: f(a=1); CLI: --flag)") == \
+        "see `tinker-nb checkpoints`; set $TINKER_NB_WORKSPACE_PASSPHRASE (--flag)"
+
+
+def test_open_is_quiet_and_a_long_prompt_is_a_usage_error(tmp_path, monkeypatch, capsys, pw):
+    g = EXPECTED["greedy_sample"]
+    assert main(["open", PKG, "--identity", RKEY, "--trust", PUB, "--prompt", g["prompt"],
+                 "--max-tokens", str(g["max_tokens"])]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["completion"] == g["completion"]
+    assert captured.err == "", captured.err  # no progress bars, no FutureWarning
+    assert main(["open", PKG, "--identity", RKEY, "--trust", PUB, "--prompt", "word " * 3000]) == EXIT_USAGE
+    _one_line_error(capsys, "usage error", "--max-tokens", "max_position_embeddings")
+
+
+def test_exported_adapter_config_names_the_signed_model_ref_not_a_local_path(tmp_path, pw, capsys):
+    out = tmp_path / "adapter"
+    assert main(["export", PKG, "--identity", RKEY, "--trust", PUB, "--out", str(out)]) == EXIT_OK
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    manifest = json.loads(zipfile.ZipFile(PKG).read("manifest.json"))
+    assert cfg["base_model_name_or_path"] == manifest["base_model"]["ref"]
+    assert not Path(cfg["base_model_name_or_path"]).is_absolute()
+    assert "site-packages" not in (out / "adapter_config.json").read_text()

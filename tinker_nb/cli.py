@@ -1,9 +1,11 @@
-"""`tinker-nb` command line: keys, package, verify, inspect, open/export, audit verify (docs/CLI.md).
+"""`tinker-nb` command line: keys, package, verify, inspect, open/export, audit (docs/CLI.md).
 
-Exit codes: 0 success; 1 verification failed (signature, trust, integrity, package shape, broken
-ledger); 2 usage or configuration error; 3 key access (missing key file, wrong passphrase, not a
-recipient); 4 any other error; 130 interrupted. Errors are one line on stderr, never a traceback
-(set TINKER_NB_DEBUG=1 to get one). ``verify``, ``inspect`` and ``audit verify`` never import torch.
+Exit codes: 0 success; 1 verification failed (signature, trust, integrity, package shape, broken,
+empty or unverifiable ledger); 2 usage, configuration or input error; 3 key access (key file missing,
+unreadable, a folder, or the wrong kind of key; wrong passphrase; not a recipient); 4 any other
+error; 130 interrupted. Errors are one line on stderr, never a traceback (set TINKER_NB_DEBUG=1 to
+get one), and give the CLI's flags and variables as advice, never Python arguments.
+``verify``, ``inspect``, ``checkpoints``, ``package`` and ``audit`` never import torch.
 """
 
 from __future__ import annotations
@@ -12,18 +14,42 @@ import argparse
 import getpass
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import (ConfigError, IntegrityError, KeyAccessError, PackageError, SignatureError, TinkerError,
-                     TrustError)
+from .errors import (ConfigError, DataError, IntegrityError, KeyAccessError, PackageError, SignatureError,
+                     TinkerError, TrustError)
 
 __all__ = ["main", "build_parser", "EXIT_OK", "EXIT_VERIFY", "EXIT_USAGE", "EXIT_KEYS", "EXIT_OTHER"]
 
 EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_KEYS, EXIT_OTHER, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 PASSPHRASE_ENV = "TINKER_NB_PASSPHRASE"
 WORKSPACE_PASSPHRASE_ENV = "TINKER_NB_WORKSPACE_PASSPHRASE"
+TENANT_PASSPHRASE_ENV = "TINKER_NB_TENANT_PASSPHRASE"
+
+# Lower layers phrase advice for Python callers; the CLI says the same with its own flags.
+# Messages written as "(Python: …; CLI: …)" keep only the CLI part.
+_CLI_WORDING = [
+    (re.compile(r"\(Python: [^;()]*(?:\([^()]*\)[^;()]*)*; CLI: ([^()]*)\)"), r"(\1)"),
+    (re.compile(r"pass overwrite=True"), "use --force"),
+    (re.compile(r"pass base_model_path= \(or --base-model\)"), "use --base-model DIR"),
+    (re.compile(r"pass trust=\[publisher public key, …\]"), "use --trust PUB"),
+    (re.compile(r"trust=/--trust"), "--trust"),
+    (re.compile(r"list_checkpoints\(\)"), "`tinker-nb checkpoints`"),
+    (re.compile(r"lower max_tokens"), "lower --max-tokens"),
+    (re.compile(r"\+ max_tokens \("), "+ --max-tokens ("),
+    (re.compile(r"pass passphrase=\.\.\."), f"set ${WORKSPACE_PASSPHRASE_ENV}"),
+]
+
+
+def cli_wording(text: str) -> str:
+    """One line, with Python-argument advice replaced by the CLI's flags and environment variables."""
+    out = " ".join(str(text).split())
+    for pat, repl in _CLI_WORDING:
+        out = pat.sub(repl, out)
+    return out
 
 
 class _UsageError(Exception):
@@ -67,20 +93,35 @@ def _identity(args: argparse.Namespace):
 
 def _service(args: argparse.Namespace):
     """Open an EXISTING workspace and tenant (the CLI never creates one)."""
+    from .security.keys import keystore_info
+
     ws = Path(args.workspace)
-    ks = ws / "keystore.json"
-    if not ks.is_file():
-        raise ConfigError(f"{ws} is not a tinker_nb workspace (no keystore.json).")
-    try:
-        tenants = json.loads(ks.read_text()).get("tenants", {})
-    except ValueError:
-        raise ConfigError(f"{ks} is not valid JSON.") from None
-    if args.tenant not in tenants or tenants[args.tenant].get("destroyed"):
-        raise ConfigError(f"workspace {ws} has no tenant {args.tenant!r}.")
+    info = keystore_info(ws)
+    if args.tenant in info.shredded:
+        raise KeyAccessError(f"tenant {args.tenant!r} of workspace {ws} was crypto-shredded; its checkpoints are "
+                             "unrecoverable.")
+    if args.tenant not in info.tenants:
+        raise ConfigError(f"workspace {ws} has no tenant {args.tenant!r} (it has: {', '.join(info.tenants) or 'none'}).")
+    var = getattr(args, "workspace_passphrase_env", None) or WORKSPACE_PASSPHRASE_ENV
+    passphrase = os.environ.get(var)
+    if info.passphrase_protected and passphrase is None:
+        raise KeyAccessError(f"workspace {ws} is protected by a passphrase: set ${var}"
+                             + ("" if getattr(args, "workspace_passphrase_env", None) else
+                                " (or name another variable with --workspace-passphrase-env VAR)") + ".")
+    if args.key_file and info.passphrase_protected:
+        raise ConfigError(f"workspace {ws} is protected by a passphrase, not a key file; drop --key-file.")
     from .client import ServiceClient
 
-    var = getattr(args, "workspace_passphrase_env", None) or WORKSPACE_PASSPHRASE_ENV
-    return ServiceClient(ws, tenant=args.tenant, passphrase=os.environ.get(var), key_file=args.key_file)
+    svc = ServiceClient(ws, tenant=args.tenant, passphrase=passphrase if info.passphrase_protected else None,
+                        key_file=args.key_file)
+    if args.tenant in info.tenant_secrets:
+        tvar = getattr(args, "tenant_passphrase_env", None) or TENANT_PASSPHRASE_ENV
+        if os.environ.get(tvar) is None:
+            raise KeyAccessError(f"tenant {args.tenant!r} is protected by its own passphrase: set ${tvar}"
+                                 + ("" if getattr(args, "tenant_passphrase_env", None) else
+                                    " (or --tenant-passphrase-env VAR)") + ".")
+        svc.keystore.unlock_tenant(args.tenant, os.environ[tvar])
+    return svc
 
 
 def _print_json(obj: Any) -> None:
@@ -94,6 +135,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     pub = Path(str(out) + ".pub")
+    for p in (out, pub):
+        if p.is_dir():
+            raise KeyAccessError(f"cannot write key file {p}: it is a folder; give a file name (e.g. {p}/{args.kind}.key).")
     if (out.exists() or pub.exists()) and not args.force:
         raise ConfigError(f"{out} or {pub} exists; use --force to overwrite.")
     if not out.parent.is_dir():
@@ -115,14 +159,13 @@ def cmd_pubkey(args: argparse.Namespace) -> int:
     if bool(args.workspace) == bool(args.key):
         raise ConfigError("give either a private key file or --workspace WS.")
     if args.workspace:
-        d = json.loads((Path(args.workspace) / "identity.json").read_text()) \
-            if (Path(args.workspace) / "identity.json").is_file() else None
-        if d is None:
-            raise KeyAccessError(f"workspace {args.workspace} has no identity.json yet (it is created on first use).")
-        key = load_public_key({"algorithm": "MLDSA65-Ed25519-SHA512", "public_key": d["public_key"],
-                               "key_id": d["key_id"]})
+        from .security.identity import read_workspace_identity
+
+        key = read_workspace_identity(args.workspace)
     else:
         p = Path(args.key)
+        if p.is_dir():
+            raise KeyAccessError(f"key file {p} is a folder; give the key file itself.")
         if not p.is_file():
             raise KeyAccessError(f"key file {p} does not exist.")
         try:
@@ -131,6 +174,8 @@ def cmd_pubkey(args: argparse.Namespace) -> int:
             raise KeyAccessError(f"key file {p} is not valid JSON.") from None
         key = load_recipient(d) if d.get("type") == "tinker-nb/recipient-identity" else load_public_key(d)
     if args.out:
+        if Path(args.out).is_dir():
+            raise KeyAccessError(f"cannot write public key file {args.out}: it is a folder.")
         key.save(args.out)
     else:
         print(json.dumps(key.to_dict(), indent=1))
@@ -178,9 +223,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _quiet_ml_stack() -> None:
+    """No progress bars or library chatter before our one-line result or error (open/export)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    try:
+        from transformers.utils import logging as tlog
+
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - transformers missing: the loader says so itself
+        pass
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .tgsp import export_peft
 
+    _quiet_ml_stack()
     out = export_peft(args.package, args.out, identity=_identity(args), trust=_trust(args.trust),
                       base_model_path=args.base_model, overwrite=args.force)
     print(json.dumps({"peft_adapter": str(out)}))
@@ -190,6 +250,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_open(args: argparse.Namespace) -> int:
     from .tgsp import open_package
 
+    if args.max_tokens < 1:
+        raise ConfigError(f"--max-tokens must be at least 1, got {args.max_tokens}.")
+    _quiet_ml_stack()
     edge = open_package(args.package, identity=_identity(args), trust=_trust(args.trust),
                         base_model_path=args.base_model, device=args.device)
     res = edge.sample(args.prompt, max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
@@ -200,6 +263,7 @@ def cmd_open(args: argparse.Namespace) -> int:
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
     svc = _service(args)
+    # store.list() authenticates every row against its file and the tenant key (IntegrityError -> exit 1).
     rows = [{"artifact_id": i.artifact_id, "name": i.name, "step": (i.public or {}).get("step"),
              "created": i.created} for i in svc.store.list()]
     if args.json:
@@ -230,32 +294,93 @@ def cmd_package(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from .ledger import AuditLedger
-    from .security.signing import load_public_key
-
+def _ledger_path(args: argparse.Namespace) -> Path:
     ws = Path(args.workspace)
     path = ws / "audit.sqlite"
     if not path.is_file():
-        raise ConfigError(f"no audit ledger at {path}.")
+        raise ConfigError(f"no audit ledger at {path} (is {ws} a tinker_nb workspace? see --workspace).")
+    return path
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from .ledger import AuditLedger, load_checkpoint_file
+    from .security.signing import load_public_key
+
+    path = _ledger_path(args)
+    ws = path.parent
     if args.trust:
         pk, source = load_public_key(args.trust), "pinned key"
-    elif (ws / "identity.json").is_file():
-        d = json.loads((ws / "identity.json").read_text())
-        pk = load_public_key({"algorithm": "MLDSA65-Ed25519-SHA512", "public_key": d["public_key"],
-                              "key_id": d["key_id"]})
-        source = "the workspace's own identity.json (pin it with --trust for an independent check)"
+    elif (ws / "identity.json").exists():
+        from .security.identity import read_workspace_identity
+
+        pk = read_workspace_identity(ws)
+        source = "the workspace's own identity.json (pin an exported copy with --trust for an independent check)"
+    elif args.allow_unsigned:
+        pk, source = None, "none: checkpoint signatures NOT checked (--allow-unsigned)"
     else:
-        pk, source = None, "none: checkpoint signatures NOT checked"
-    rep = AuditLedger(path, tenant=args.tenant).verify(public_key=pk)
+        raise SignatureError(f"cannot check the ledger's checkpoint signatures: no --trust key and {ws} has no "
+                             "identity.json. Pin the workspace key with --trust PUB, or pass --allow-unsigned to "
+                             "accept a chain-and-Merkle check without signatures.")
+    trusted = [load_checkpoint_file(f) for f in (args.trusted_checkpoint or [])]
+    led = AuditLedger(path, tenant=args.tenant, readonly=True)
+    try:
+        if any(cp.tenant != args.tenant for cp in trusted):
+            raise ConfigError(f"a --trusted-checkpoint belongs to another tenant than --tenant {args.tenant!r}.")
+        rep = led.verify(public_key=pk, trusted_checkpoints=trusted)
+        latest = led.latest_checkpoint()
+    finally:
+        led.close()
+    empty = rep.ok and rep.entries_checked == 0
+    unsigned_head = rep.ok and not empty and (latest is None or latest.size != rep.entries_checked)
+    doc = {**rep.to_dict(), "checkpoint_key": source, "trusted_checkpoints": len(trusted), "empty": empty,
+           "head_signed": rep.ok and not empty and not unsigned_head}
+    if empty:
+        doc.update(ok=False, reason=f"the ledger has no entries for tenant {args.tenant!r} (wrong --tenant, or "
+                                    "everything was deleted)")
     if args.json:
-        _print_json({**rep.to_dict(), "checkpoint_key": source})
+        _print_json(doc)
+    elif empty:
+        print(f"EMPTY: {doc['reason']}.")
     elif rep.ok:
-        print(f"OK: {rep.entries_checked} entries, {rep.checkpoints_checked} signed checkpoints, root {rep.root_hash}; "
-              f"checkpoint key: {source}")
+        print(f"OK: {rep.entries_checked} entries, {rep.checkpoints_checked} signed checkpoints "
+              f"({len(trusted)} kept outside the workspace), root {rep.root_hash}; checkpoint key: {source}")
+        if unsigned_head:
+            print(f"note: the last {rep.entries_checked - (latest.size if latest else 0)} entries are not covered by "
+                  "a signed checkpoint yet; deleting them would not be detected.")
     else:
         print(f"BROKEN at entry {rep.first_bad_seq}: {rep.reason}")
-    return EXIT_OK if rep.ok else EXIT_VERIFY
+    return EXIT_OK if rep.ok and not empty else EXIT_VERIFY
+
+
+def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
+    from .ledger import AuditLedger
+
+    path = _ledger_path(args)
+    led = AuditLedger(path, tenant=args.tenant, readonly=True)
+    try:
+        cp, size = led.latest_checkpoint(), led.size()
+    finally:
+        led.close()
+    if cp is None:
+        raise ConfigError(f"the ledger has no signed checkpoint for tenant {args.tenant!r} yet (saves, packages and "
+                          "key changes sign one).")
+    text = json.dumps(cp.to_dict(), indent=1, sort_keys=True) + "\n"
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir():
+            raise ConfigError(f"--out {out} is a folder; give a file name.")
+        if out.exists() and not args.force:
+            raise ConfigError(f"{out} exists; use --force to overwrite.")
+        from .fsio import atomic_write
+
+        atomic_write(out, text.encode(), mode=0o644)
+        print(json.dumps({"checkpoint": str(out), "size": cp.size, "root_hash": cp.root_hash,
+                          "ledger_entries": size}))
+    else:
+        sys.stdout.write(text)
+    if cp.size != size:
+        print(f"tinker-nb: note: the ledger has {size} entries; this checkpoint covers {cp.size}.", file=sys.stderr)
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------- parser
@@ -279,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--key-file", help="root key file of the workspace (if it was created with one)")
         s.add_argument("--workspace-passphrase-env", metavar="VAR",
                        help=f"variable holding the workspace passphrase (default ${WORKSPACE_PASSPHRASE_ENV})")
+        s.add_argument("--tenant-passphrase-env", metavar="VAR",
+                       help=f"variable holding the tenant's own passphrase, for tenants created with one "
+                            f"(default ${TENANT_PASSPHRASE_ENV})")
 
     k = sub.add_parser("keygen", help="create a passphrase-protected publisher or recipient key (+ OUT.pub)")
     k.add_argument("kind", choices=["publisher", "recipient"])
@@ -342,12 +470,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("audit", help="audit ledger commands")
     asub = a.add_subparsers(dest="audit_cmd", required=True, parser_class=_Parser, metavar="SUBCOMMAND")
-    av = asub.add_parser("verify", help="verify a workspace's ledger: chain, Merkle roots, signed checkpoints")
+    av = asub.add_parser("verify", help="verify a workspace's ledger: chain, Merkle roots, signed checkpoints "
+                                        "(read-only)")
     av.add_argument("--workspace", default=os.environ.get("TINKER_NB_WORKSPACE", ".tinker_nb"))
     av.add_argument("--tenant", default="default")
-    av.add_argument("--trust", metavar="PUB", help="public key that signs the checkpoints (default: the workspace's)")
+    av.add_argument("--trust", metavar="PUB", help="public key that signs the checkpoints (default: the workspace's "
+                                                   "identity.json)")
+    av.add_argument("--trusted-checkpoint", action="append", metavar="FILE",
+                    help="a signed checkpoint kept outside the workspace (from `audit checkpoint --out`; repeatable): "
+                         "detects truncation or rollback of the whole file behind it")
+    av.add_argument("--allow-unsigned", action="store_true",
+                    help="accept a check without checkpoint signatures when no key is available (otherwise exit 1)")
     av.add_argument("--json", action="store_true")
     av.set_defaults(fn=cmd_audit_verify)
+    ac = asub.add_parser("checkpoint", help="export the latest signed ledger checkpoint, to keep outside the workspace")
+    ac.add_argument("--workspace", default=os.environ.get("TINKER_NB_WORKSPACE", ".tinker_nb"))
+    ac.add_argument("--tenant", default="default")
+    ac.add_argument("--out", metavar="FILE", help="write it here (default: print it)")
+    ac.add_argument("--force", action="store_true", help="overwrite FILE")
+    ac.set_defaults(fn=cmd_audit_checkpoint)
 
     from .server.cli_commands import add_server_commands  # `serve` and `apikey` (docs/SERVER.md)
 
@@ -355,8 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+def _one_line(text: object) -> str:
+    return cli_wording(str(text))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,15 +514,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except (SignatureError, TrustError, IntegrityError, PackageError) as exc:
-        if json_mode and args.cmd == "verify":
+        if json_mode and args.cmd in ("verify", "audit"):
             _print_json({"ok": False, "error": type(exc).__name__, "entry": getattr(exc, "entry", None),
-                         "message": str(exc)})
+                         "message": _one_line(exc)})
         print(f"tinker-nb: verification failed: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return EXIT_VERIFY
     except KeyAccessError as exc:
         print(f"tinker-nb: key access: {_one_line(exc)}", file=sys.stderr)
         return EXIT_KEYS
-    except ConfigError as exc:
+    except (ConfigError, DataError) as exc:
         print(f"tinker-nb: usage error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except TinkerError as exc:

@@ -4,7 +4,9 @@ Suite: KEM ``MLKEM768_X25519`` (0x647A), KDF HKDF-SHA256, AEAD AES-256-GCM, base
 ``cryptography.hazmat.primitives.hpke``. A sealed value is ``enc (1120 B) ‖ ciphertext``. Associated
 data is bound through HPKE's ``info`` (we append the caller's ``aad`` to it).
 
-Identity layout (private): ML-KEM-768 seed (64 B) ‖ X25519 private key (32 B).
+Identity (private key): the 32-byte X-Wing seed. It expands as X-Wing specifies: SHAKE256(seed, 96 bytes)
+= ML-KEM-768 seed d ‖ z (64 B) ‖ X25519 private key (32 B). Files written before the seed form hold
+those 96 expanded bytes instead; they still load (the length tells the forms apart).
 Public key: ML-KEM-768 public key (1184 B) ‖ X25519 public key (32 B); key id = hex SHA-256(public key).
 """
 
@@ -29,6 +31,7 @@ __all__ = ["RecipientIdentity", "RecipientPublicKey", "seal", "load_recipient", 
 SUITE_NAME = "HPKE-Base(MLKEM768-X25519, HKDF-SHA256, AES-256-GCM)"
 _SUITE = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
 MLKEM_PK, X_PK = 1184, 32
+XWING_SEED, EXPANDED = 32, 96
 
 
 def _info(info: bytes, aad: bytes) -> bytes:
@@ -75,9 +78,10 @@ def seal(recipient: RecipientPublicKey, plaintext: bytes, *, info: bytes, aad: b
 class RecipientIdentity:
     """A recipient's private key (ML-KEM-768 + X25519)."""
 
-    def __init__(self, mlkem_seed: bytes, x25519_raw: bytes) -> None:
+    def __init__(self, mlkem_seed: bytes, x25519_raw: bytes, *, xwing_seed: bytes | None = None) -> None:
         if len(mlkem_seed) != 64 or len(x25519_raw) != 32:
             raise KeyAccessError("malformed recipient identity.")
+        self._xwing_seed = xwing_seed
         self._mlkem = MLKEM768PrivateKey.from_seed_bytes(mlkem_seed)
         self._x = X25519PrivateKey.from_private_bytes(x25519_raw)
         self._seed = mlkem_seed
@@ -86,8 +90,26 @@ class RecipientIdentity:
                                        + self._x.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
     @classmethod
+    def from_seed(cls, seed: bytes) -> "RecipientIdentity":
+        """The identity of a 32-byte X-Wing seed: SHAKE256(seed, 96) = ML-KEM d ‖ z ‖ X25519 key."""
+        if not isinstance(seed, (bytes, bytearray)) or len(seed) != XWING_SEED:
+            raise KeyAccessError(f"an X-Wing seed is {XWING_SEED} bytes.")
+        exp = hashlib.shake_256(bytes(seed)).digest(EXPANDED)
+        return cls(exp[:64], exp[64:], xwing_seed=bytes(seed))
+
+    @classmethod
+    def from_private_bytes(cls, raw: bytes) -> "RecipientIdentity":
+        """32 bytes (X-Wing seed, current form) or 96 bytes (expanded ML-KEM seed ‖ X25519 key, older files)."""
+        if isinstance(raw, (bytes, bytearray)) and len(raw) == XWING_SEED:
+            return cls.from_seed(raw)
+        if isinstance(raw, (bytes, bytearray)) and len(raw) == EXPANDED:
+            return cls(bytes(raw[:64]), bytes(raw[64:]))
+        raise KeyAccessError(f"a recipient private key is {XWING_SEED} bytes (X-Wing seed) or {EXPANDED} bytes "
+                             "(expanded, older files).")
+
+    @classmethod
     def generate(cls) -> "RecipientIdentity":
-        return cls(os.urandom(64), os.urandom(32))
+        return cls.from_seed(os.urandom(XWING_SEED))
 
     def public_key(self) -> RecipientPublicKey:
         return self._pub
@@ -103,10 +125,13 @@ class RecipientIdentity:
             raise KeyAccessError("cannot open the sealed key with this identity (not a recipient, or altered).") from None
 
     def _private_bytes(self) -> bytes:
+        if self._xwing_seed is not None:
+            return self._xwing_seed
         return self._seed + self._x.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
     def to_protected_dict(self, passphrase: str) -> dict:
         return {"type": "tinker-nb/recipient-identity", "suite": SUITE_NAME, "key_id": self.key_id,
+                "private_key_format": "x-wing-seed" if self._xwing_seed is not None else "expanded-96",
                 "public_key": base64.b64encode(self._pub.raw).decode(),
                 "protected": protect(self._private_bytes(), passphrase, label="recipient-identity")}
 
@@ -126,6 +151,15 @@ def load_recipient(src: str | Path | dict | RecipientPublicKey) -> RecipientPubl
     if isinstance(src, RecipientIdentity):
         return src.public_key()
     d = src if isinstance(src, dict) else _read(src)
+    if not isinstance(d, dict):
+        raise KeyAccessError("not a tinker-nb recipient public key file.")
+    if d.get("type") == "tinker-nb/recipient-identity":
+        raise KeyAccessError("this is a recipient's PRIVATE identity file; give the public key (the .pub file "
+                             "`tinker-nb keygen recipient` wrote next to it, or `tinker-nb pubkey FILE`).")
+    if d.get("type") in ("tinker-nb/public-key", "tinker-nb/signing-key", "tinker-nb/workspace-identity") \
+            or d.get("algorithm") == "MLDSA65-Ed25519-SHA512":
+        raise KeyAccessError("this is a publisher (signing) key, not a recipient key; recipients are the "
+                             "public keys made by `tinker-nb keygen recipient`.")
     if "public_key" not in d or d.get("suite") != SUITE_NAME:
         raise KeyAccessError("not a tinker-nb recipient public key.")
     pk = RecipientPublicKey(base64.b64decode(d["public_key"]))
@@ -136,10 +170,17 @@ def load_recipient(src: str | Path | dict | RecipientPublicKey) -> RecipientPubl
 
 def load_identity(src: str | Path | dict, *, passphrase: str) -> RecipientIdentity:
     d = src if isinstance(src, dict) else _read(src)
-    if d.get("type") != "tinker-nb/recipient-identity":
+    if not isinstance(d, dict):
+        raise KeyAccessError("not a tinker-nb recipient identity file.")
+    if d.get("type") == "tinker-nb/recipient" or d.get("type") == "tinker-nb/signing-key" \
+            or d.get("algorithm") == "MLDSA65-Ed25519-SHA512":
+        kind = "a recipient PUBLIC key" if d.get("type") == "tinker-nb/recipient" else "a publisher key"
+        raise KeyAccessError(f"this is {kind}, not a recipient identity; give the private identity file made by "
+                             "`tinker-nb keygen recipient` (not its .pub).")
+    if d.get("type") != "tinker-nb/recipient-identity" or "protected" not in d:
         raise KeyAccessError("not a tinker-nb recipient identity file.")
     raw = unprotect(d["protected"], passphrase, label="recipient-identity")
-    ident = RecipientIdentity(raw[:64], raw[64:])
+    ident = RecipientIdentity.from_private_bytes(raw)
     if ident.key_id != d.get("key_id"):
         raise KeyAccessError("recipient identity file is inconsistent (key id mismatch).")
     return ident
@@ -150,6 +191,10 @@ def _read(path) -> dict:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise KeyAccessError(f"key file {path} does not exist.") from None
+    except IsADirectoryError:
+        raise KeyAccessError(f"key file {path} is a folder; give the key file itself.") from None
+    except PermissionError:
+        raise KeyAccessError(f"key file {path} is not readable (permission denied).") from None
     except (ValueError, UnicodeDecodeError):
         raise KeyAccessError(f"key file {path} is not valid JSON.") from None
 

@@ -151,6 +151,12 @@ def load_public_key(src: str | Path | dict | bytes) -> HybridPublicKey:
     if isinstance(src, HybridPublicKey):
         return src
     d = src if isinstance(src, dict) else _read_json(src)
+    if not isinstance(d, dict):
+        raise KeyAccessError(f"not a {ALGORITHM} public key file.")
+    if d.get("type") in ("tinker-nb/recipient", "tinker-nb/recipient-identity"):
+        raise KeyAccessError("this is a recipient (encryption) key, the wrong kind of key: a trust store holds "
+                             "PUBLISHER public keys (the .pub of `tinker-nb keygen publisher`, or `tinker-nb pubkey "
+                             "--workspace WS` for a workspace identity).")
     if d.get("algorithm") != ALGORITHM or "public_key" not in d:
         raise KeyAccessError(f"not a {ALGORITHM} public key file.")
     pk = HybridPublicKey(base64.b64decode(d["public_key"]))
@@ -162,7 +168,14 @@ def load_public_key(src: str | Path | dict | bytes) -> HybridPublicKey:
 def load_signer(src: str | Path | dict, *, passphrase: str) -> HybridSigner:
     """Read a passphrase-protected signing key (KeyAccessError on a wrong passphrase)."""
     d = src if isinstance(src, dict) else _read_json(src)
-    if d.get("type") != "tinker-nb/signing-key":
+    if not isinstance(d, dict):
+        raise KeyAccessError("not a tinker-nb signing key file.")
+    if d.get("type") == "tinker-nb/public-key":
+        raise KeyAccessError("this is a publisher PUBLIC key; signing needs the private key file made by "
+                             "`tinker-nb keygen publisher` (not its .pub).")
+    if d.get("type") in ("tinker-nb/recipient", "tinker-nb/recipient-identity"):
+        raise KeyAccessError("this is a recipient (encryption) key, not a publisher signing key.")
+    if d.get("type") != "tinker-nb/signing-key" or "protected" not in d:
         raise KeyAccessError("not a tinker-nb signing key file.")
     signer = HybridSigner.from_private_bytes(unprotect(d["protected"], passphrase, label="signing-key"))
     if signer.key_id != d.get("key_id"):
@@ -176,5 +189,9 @@ def _read_json(path) -> dict:
         return json.loads(p.read_text())
     except FileNotFoundError:
         raise KeyAccessError(f"key file {p} does not exist.") from None
+    except IsADirectoryError:
+        raise KeyAccessError(f"key file {p} is a folder; give the key file itself.") from None
+    except PermissionError:
+        raise KeyAccessError(f"key file {p} is not readable (permission denied).") from None
     except (ValueError, UnicodeDecodeError):
         raise KeyAccessError(f"key file {p} is not valid JSON.") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ class EdgeModel:
         max_pos = int(getattr(self.model.config, "max_position_embeddings", 0) or 10**9)
         return generate(self.model, self.tokenizer, prompts, max_tokens=max_tokens, temperature=temperature,
                         top_p=top_p, top_k=top_k, stop=stop, seed=seed, num_samples=num_samples, device=self.device,
-                        max_positions=max_pos)
+                        max_positions=max_pos, limit_name="the base model's max_position_embeddings")
 
     def __repr__(self) -> str:
         return (f"EdgeModel(package={self.manifest['package_id']}, base={self.manifest['base_model']['ref']!r}, "
@@ -52,8 +53,8 @@ def check_base_model(manifest: dict, base_model_path: str | os.PathLike | None =
     bm = manifest["base_model"]
     folder = Path(base_model_path) if base_model_path is not None else resolve_base_model(bm["ref"])
     if folder is None or not folder.is_dir():
-        raise ConfigError(f"base model {bm['ref']!r} is not available locally; pass base_model_path= (or "
-                          "--base-model) with the folder of that model.")
+        raise ConfigError(f"base model {bm['ref']!r} is not available locally; give the folder of that model "
+                          "(Python: base_model_path=...; CLI: --base-model DIR).")
     for name, want in sorted((bm.get("weights") or {}).items()):
         if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", "..") \
                 or name.startswith("."):
@@ -68,13 +69,16 @@ def check_base_model(manifest: dict, base_model_path: str | os.PathLike | None =
     return folder
 
 
-def _peft_config(manifest: dict, base: Path):
+def _peft_config(manifest: dict, base: Path | None = None):
+    """The adapter's LoraConfig. For an export (``base=None``) ``base_model_name_or_path`` is the signed
+    model ref from the manifest (e.g. ``tinker-nb/tiny-llama`` or a hub id), never a local path of the
+    machine that opened it; in memory (``open_package``) it is the checked local folder."""
     from peft import LoraConfig
 
     lc = manifest["lora_config"]
     return LoraConfig(r=int(lc["rank"]), lora_alpha=lc["alpha"], lora_dropout=float(lc.get("dropout", 0.0)),
                       target_modules=list(lc["target_modules"]), bias="none", task_type="CAUSAL_LM",
-                      base_model_name_or_path=str(base))
+                      base_model_name_or_path=str(base) if base is not None else str(manifest["base_model"]["ref"]))
 
 
 def open_package(path: str | os.PathLike, *, identity: Any, trust: Any, base_model_path: str | os.PathLike | None = None,
@@ -92,7 +96,10 @@ def open_package(path: str | os.PathLike, *, identity: Any, trust: Any, base_mod
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(str(base), local_files_only=True).to(dev)
-    model = get_peft_model(model, _peft_config(manifest, base))
+    with warnings.catch_warnings():
+        # peft asks transformers 5 for `is_gradient_checkpointing` (a FutureWarning there); nothing to act on here.
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
+        model = get_peft_model(model, _peft_config(manifest, base))
     tensors = st_load(adapter)
     res = set_peft_model_state_dict(model, tensors)
     unexpected = list(getattr(res, "unexpected_keys", []) or [])
@@ -113,11 +120,12 @@ def export_peft(path: str | os.PathLike, out_dir: str | os.PathLike, *, identity
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
-        raise ConfigError(f"{out} exists and is not an empty folder; choose another folder or pass overwrite=True.")
+        raise ConfigError(f"{out} exists and is not an empty folder; choose another folder or allow writing into it "
+                          "(Python: overwrite=True; CLI: --force).")
     adapter, manifest, report = unseal_adapter(path, identity=identity, trust=trust)
     base = check_base_model(manifest, base_model_path)
     out.mkdir(parents=True, exist_ok=True)
-    _peft_config(manifest, base).save_pretrained(str(out))
+    _peft_config(manifest).save_pretrained(str(out))
     fd = os.open(out / "adapter_model.safetensors", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(adapter)
@@ -125,4 +133,5 @@ def export_peft(path: str | os.PathLike, out_dir: str | os.PathLike, *, identity
             "publisher_key_id": report.publisher_key_id, "base_model": manifest["base_model"]["ref"],
             "adapter_sha256": manifest["adapter"]["sha256"], "dp_statement": report.certificate.get("statement")}
     (out / "tgsp_provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
+    _ = base  # checked against the signed digests above; its local path is not written anywhere
     return out
