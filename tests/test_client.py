@@ -52,12 +52,13 @@ def test_train_save_restart_load_continue(tiny_model, tmp_path):
         tc.attach_dataset({RECORDS!r})
         tc.load_state({saved.artifact_id!r})
         m = tc.get_dp_metrics()
-        assert m.steps == 3, m.steps
+        # load_state restores weights, never the budget: the data set's odometer still holds the 3 steps.
+        assert m.steps == 0 and m.dataset_steps == 3, (m.steps, m.dataset_steps)
         for b in tc.poisson_batches(steps=2):
             tc.forward_backward(b); tc.optim_step()
         m2 = tc.get_dp_metrics()
         rep = tc.audit_log().verify()
-        print(json.dumps({{"steps": m2.steps, "eps1": m.epsilon_spent, "eps2": m2.epsilon_spent, "ok": rep.ok}}))
+        print(json.dumps({{"steps": m2.dataset_steps, "eps1": m.epsilon_spent, "eps2": m2.epsilon_spent, "ok": rep.ok}}))
         tc.close()
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -90,8 +91,9 @@ def test_budget_refusal_surfaces_through_futures(tiny_model, tmp_path):
     tc = svc.create_training_client(cfg)
     tc.attach_dataset(RECORDS)
     refused = False
-    assert 0 < tc.session.max_steps < 200
-    for b in tc.poisson_batches(steps=tc.session.max_steps + 3):
+    max_steps = tc.get_dp_metrics().max_steps
+    assert 0 < max_steps < 200
+    for b in tc.poisson_batches(steps=max_steps + 3):
         try:
             tc.forward_backward(b)
             tc.optim_step()

@@ -1,105 +1,118 @@
 """The public, Tinker-style API: ``ServiceClient`` and ``TrainingClient``.
 
 ``forward_backward`` and ``optim_step`` return futures that run in submission order on one worker
-thread; everything else waits for the queue and returns a value. Every state-changing call appends
-to the workspace's audit ledger; checkpoints go to the encrypted artifact store.
+thread, with bounded queueing (tinker_nb/futures.py); everything else waits for the queue and returns
+a value. Every state-changing call appends to the workspace's audit ledger; checkpoints go to the
+encrypted artifact store; every DP step is charged to the data set's privacy odometer.
+
+``ServiceClient(base_url=..., api_key=...)`` (or ``$TINKER_NB_BASE_URL``) gives the same API against a
+``tinker-nb serve`` server (tinker_nb/remote/).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 import weakref
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import TrainingConfig
 from .errors import ConfigError, StateError
 from .events import EventBus
 from .futures import OrderedWorker, TinkerFuture
+from .types import LoadResult, SaveResult
+from .workspace import Workspace, validate_tenant
 
 if TYPE_CHECKING:
-    from .engine.session import DPMetrics, ForwardBackwardResult, OptimStepResult
+    from .engine.data_source import Draw
+    from .types import DPMetrics, ForwardBackwardResult, ForwardResult, OptimStepResult
 
-__all__ = ["ServiceClient", "TrainingClient", "SaveResult"]
+__all__ = ["ServiceClient", "TrainingClient", "SaveResult", "LoadResult"]
 
 
-class SaveResult(dict):
-    """What ``save_state`` returns: ``artifact_id``, ``name``, ``step``, ``encryption``, ``content_sha256``."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+def _wants_remote(workspace: Any, base_url: str | None) -> bool:
+    if base_url is not None:
+        return True
+    return workspace is None and bool(os.environ.get("TINKER_NB_BASE_URL"))
 
 
 class ServiceClient:
-    """Entry point. Holds the workspace (keys, encrypted artifacts, audit ledger) for one tenant.
+    """Entry point: one tenant of a :class:`~tinker_nb.workspace.Workspace` (keys, checkpoints, ledger, budgets).
 
-    Root key: ``passphrase`` (Argon2id), ``key_file``, or the ``TINKER_NB_ROOT_KEY`` environment
-    variable; with none of them a random key file is created outside the workspace (see docs/SECURITY.md).
+    ``ServiceClient(workspace=None, tenant="default")`` works in this kernel; ``workspace`` is a path
+    (default ``$TINKER_NB_WORKSPACE`` or ``./.tinker_nb``) or a :class:`Workspace`. Root key: ``passphrase``
+    (Argon2id), ``key_file``, or ``$TINKER_NB_ROOT_KEY``; with none a random key file is created outside
+    the workspace (docs/SECURITY.md). ``ServiceClient(base_url=..., api_key=...)`` talks to a server.
     """
 
-    def __init__(self, workspace: str | os.PathLike | None = None, *, tenant: str = "default",
-                 passphrase: str | None = None, key_file: str | os.PathLike | None = None) -> None:
-        self.workspace = Path(workspace or os.environ.get("TINKER_NB_WORKSPACE", ".tinker_nb")).resolve()
-        if not isinstance(tenant, str) or not tenant.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"tenant must be letters, digits, '-' or '_', got {tenant!r}.")
-        self.tenant = tenant
-        self.workspace.mkdir(parents=True, exist_ok=True)
-        self._passphrase = passphrase
-        self._key_file = key_file
-        self._keystore = None
-        self._store = None
-        self._ledger = None
+    def __new__(cls, workspace: Any = None, *args: Any, base_url: str | None = None, **kwargs: Any) -> Any:
+        if cls is ServiceClient and _wants_remote(workspace, base_url):
+            from .remote import RemoteServiceClient
+
+            return super().__new__(RemoteServiceClient)
+        return super().__new__(cls)
+
+    def __init__(self, workspace: str | os.PathLike | Workspace | None = None, *, tenant: str = "default",
+                 passphrase: str | None = None, key_file: str | os.PathLike | None = None,
+                 base_url: str | None = None, api_key: str | None = None) -> None:
+        if base_url is not None or api_key is not None:
+            raise ConfigError("base_url/api_key select a remote server; do not combine them with a local workspace.")
+        if isinstance(workspace, Workspace):
+            if passphrase is not None or key_file is not None:
+                raise ConfigError("the Workspace already holds its root key settings; pass passphrase/key_file to "
+                                  "Workspace(...), not to ServiceClient.")
+            self._ws = workspace
+        else:
+            self._ws = Workspace(workspace, passphrase=passphrase, key_file=key_file)
+        self.tenant = validate_tenant(tenant)
+        self._tenant = self._ws.tenant(self.tenant)
         self._clients: list[weakref.ref] = []
 
     def __repr__(self) -> str:
-        return f"ServiceClient(workspace={str(self.workspace)!r}, tenant={self.tenant!r})"
+        return f"ServiceClient(workspace={str(self._ws.path)!r}, tenant={self.tenant!r})"
 
-    # -- lazily opened workspace components (torch-free) ----------------------------------------
+    # -- the workspace's components for this tenant (torch-free, opened lazily) ------------------
+    @property
+    def workspace(self) -> Workspace:
+        """The :class:`Workspace` (path-like: ``service.workspace / "audit.sqlite"``)."""
+        return self._ws
+
     @property
     def keystore(self):
-        if self._keystore is None:
-            from .security.keys import Keystore
-
-            self._keystore = Keystore.open(self.workspace, passphrase=self._passphrase, key_file=self._key_file)
-            if self.tenant not in self._keystore.tenants():
-                self._keystore.create_tenant(self.tenant)
-        return self._keystore
+        return self._tenant.keystore
 
     @property
     def store(self):
-        if self._store is None:
-            from .storage import ArtifactStore
-
-            self._store = ArtifactStore(self.workspace, self.keystore, tenant=self.tenant)
-        return self._store
+        return self._tenant.store
 
     @property
     def ledger(self):
-        if self._ledger is None:
-            from .ledger import AuditLedger
-            from .security.identity import workspace_signer
+        return self._tenant.ledger
 
-            self._ledger = AuditLedger(self.workspace / "audit.sqlite", tenant=self.tenant,
-                                       signer=workspace_signer(self.workspace, self.keystore))
-        return self._ledger
+    @property
+    def odometer(self):
+        return self._ws.odometer
 
     def publisher_key(self):
         """This workspace's publisher public key: it signs ledger checkpoints and, by default, packages.
 
         Give it (``.save(path)``) to whoever verifies your packages; they pin it as ``--trust``.
         """
-        from .security.identity import workspace_signer
-
-        return workspace_signer(self.workspace, self.keystore).public_key()
+        return self._ws.signer.public_key()
 
     def audit(self, operation: str, params: dict, summary: dict | None = None) -> None:
         """Append one entry to the workspace ledger (digest of params; only the non-secret summary in clear)."""
-        self.ledger.append(operation, params, summary=summary or {})
+        self._tenant.audit(operation, params, summary)
+
+    def privacy_budgets(self) -> list[dict]:
+        """Every data set (pool) this tenant has charged, with its steps and the composition spent."""
+        out = []
+        for pool in self.odometer.pools(self.tenant):
+            comp = self.odometer.composition(self.tenant, pool)
+            out.append({"pool": pool, "steps": comp.steps, **comp.to_dict()})
+        return out
 
     # -- clients --------------------------------------------------------------------------------
     def create_training_client(self, config: TrainingConfig | None = None, *, noise_seed: int | None = None,
@@ -114,10 +127,17 @@ class ServiceClient:
         if config.tenant != self.tenant and config.tenant != "default":
             raise ConfigError(f"config.tenant {config.tenant!r} differs from this ServiceClient's tenant "
                               f"{self.tenant!r}; create a ServiceClient(tenant={config.tenant!r}).")
+        if noise_seed is not None and (isinstance(noise_seed, bool) or not isinstance(noise_seed, int)
+                                       or noise_seed < 0):
+            raise ConfigError(f"noise_seed must be a non-negative integer (tests only), got {noise_seed!r}.")
         tc = TrainingClient(self, config, noise_seed=noise_seed)
         self._clients.append(weakref.ref(tc))
-        _registry_set_current(tc)
         return tc
+
+    def training_clients(self) -> list["TrainingClient"]:
+        """The open training clients this ServiceClient created, oldest first."""
+        out = [r() for r in self._clients]
+        return [tc for tc in out if tc is not None and not tc.closed]
 
     def list_checkpoints(self) -> list[dict]:
         return [dict(x.to_dict()) if hasattr(x, "to_dict") else dict(x) for x in self.store.list()]
@@ -149,37 +169,38 @@ class ServiceClient:
         self.ledger.checkpoint()
         return {"tenant": self.tenant, "destroyed": True, "artifacts_unrecoverable": artifacts}
 
+    def __enter__(self) -> "ServiceClient":
+        return self
 
-_CURRENT: weakref.ref | None = None
-
-
-def _registry_set_current(tc: "TrainingClient") -> None:
-    global _CURRENT
-    _CURRENT = weakref.ref(tc)
-
-
-def current_training_client() -> "TrainingClient | None":
-    """The most recently created open training client (used by the ``%tinker`` magics)."""
-    tc = _CURRENT() if _CURRENT else None
-    return tc if tc is not None and not tc.closed else None
+    def __exit__(self, *exc: Any) -> None:
+        for tc in self.training_clients():
+            tc.close()
 
 
 class TrainingClient:
     """DP-SGD LoRA training of one model in this kernel, with the Tinker primitives."""
 
+    #: How many operations may wait or run at once (a step is two: forward_backward and optim_step).
+    MAX_IN_FLIGHT = 4
+
     def __init__(self, service: ServiceClient, config: TrainingConfig, *, noise_seed: int | None = None) -> None:
+        import copy
+        import time
+
         from .engine.session import TrainingSession
 
         self.service = service
-        self.config = config
+        self.config = copy.deepcopy(config)  # a private copy: later changes to the caller's objects change nothing
         self.events = EventBus()
-        self._worker = OrderedWorker("tinker-nb", on_interrupt=self._on_interrupt)
+        self.created_at = time.time()
+        self.closed = False
+        self._worker = OrderedWorker("tinker-nb", on_interrupt=self._on_interrupt, max_in_flight=self.MAX_IN_FLIGHT)
         try:
-            self._session = TrainingSession(config, events=self.events, audit=self._audit, noise_seed=noise_seed)
+            self._session = TrainingSession(self.config, events=self.events, audit=self._audit, noise_seed=noise_seed,
+                                            odometer=service.odometer, tenant=service.tenant)
         except BaseException:
             self._worker.shutdown()
             raise
-        self.closed = False
 
     def __repr__(self) -> str:
         s = self._session
@@ -188,82 +209,137 @@ class TrainingClient:
                 f"steps={s.steps}{', closed' if self.closed else ''})")
 
     # -- plumbing ---------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StateError("this training client is closed; create a new one with service.create_training_client().")
+
     def _audit(self, op: str, params: dict, summary: dict) -> None:
         self.service.audit(op, params, summary)
         self.events.publish("audit", {"operation": op})
 
-    def _on_interrupt(self, op: str) -> None:
-        self.events.publish("interrupt", {"operation": op, "step": self._session.steps})
+    def _on_interrupt(self, info: dict) -> None:
+        s = self._session
+        payload = {**info, "step": s.steps, "epsilon": s.accountant.live_epsilon(),
+                   "message": (f"interrupted: {s.steps} steps ran; {len(info.get('cancelled', []))} queued "
+                               "operations were cancelled and never ran (their draws were never sampled).")}
+        self.events.publish("interrupt", payload)
 
     @property
     def session(self):
-        """The torch-side session (advanced use: model, tokenizer, history)."""
+        """The torch-side session (advanced use: model, tokenizer)."""
         return self._session
 
+    @property
+    def tokenizer(self):
+        """The model's tokenizer (Hugging Face)."""
+        return self._session.tokenizer
+
+    def get_tokenizer(self):
+        """The model's tokenizer, as in Tinker."""
+        return self._session.tokenizer
+
     # -- data ---------------------------------------------------------------------------------------
-    def attach_dataset(self, records: Sequence[Any]) -> dict[str, Any]:
-        """Hold the private data set (strings or tokenised dicts); the library then draws Poisson batches."""
+    def attach_dataset(self, records: Any) -> dict[str, Any]:
+        """Hold the private data set; the library then draws Poisson batches and charges its budget.
+
+        Records: strings, ``{"prompt", "completion"}`` or ``{"messages": [...]}`` dicts, tokenised dicts, a
+        pandas Series/DataFrame, a JSONL/CSV/TXT path or a Hugging Face ``datasets`` object.
+        """
+        self._check_open()
         return self._worker.call("attach_dataset", self._session.attach_dataset, records)
 
-    def poisson_batches(self, *, epochs: float | None = None, steps: int | None = None) -> Iterator[dict]:
-        """Poisson-sampled batches (rate batch_size/N); an empty one means a noise-only step."""
+    def poisson_batches(self, *, epochs: float | None = None, steps: int | None = None) -> Iterator["Draw"]:
+        """Draw handles for ``steps`` steps (or ``epochs`` expected passes); pass each to forward_backward once.
+
+        Each handle's records are sampled (each joins with rate batch_size/N) when the engine trains on
+        it; an empty draw means a noise-only step. A new loop drops the unused handles of the last one.
+        """
+        self._check_open()
         self._worker.drain()
         return self._session.poisson_batches(epochs=epochs, steps=steps)
 
     def planned_steps(self, epochs: float | None = None) -> int:
+        self._check_open()
         return self._session.planned_steps(epochs)
 
     # -- Tinker primitives --------------------------------------------------------------------------
     def forward_backward(self, batch: Any) -> TinkerFuture["ForwardBackwardResult"]:
-        """Queue loss + backward + per-example clipping; ``.result()`` gives loss, counts and clip stats."""
+        """Queue loss + backward + per-example clipping; ``.result()`` gives loss, counts and clip stats.
+
+        ``batch`` is a draw of ``poisson_batches()`` (used once) or your own batch (accounted by
+        participation count without amplification: see docs/DP.md).
+        """
+        self._check_open()
         return self._worker.submit("forward_backward", self._session.forward_backward, batch)
 
+    def forward(self, batch: Any) -> "ForwardResult":
+        """Per-example summed loss and per-token log-probabilities; no gradients, pending step untouched."""
+        self._check_open()
+        return self._worker.call("forward", self._session.forward, batch)
+
     def optim_step(self, *, learning_rate: float | None = None) -> TinkerFuture["OptimStepResult"]:
-        """Queue the noisy optimizer step (refused with BudgetExceededError past target_epsilon)."""
+        """Queue the noisy optimizer step of the pending draw (noise once, normalised by the expected batch)."""
+        self._check_open()
         return self._worker.submit("optim_step", self._session.optim_step, learning_rate=learning_rate)
 
     def sample(self, prompts: str | Sequence[str], *, max_tokens: int = 32, temperature: float = 0.0,
                top_p: float = 1.0, top_k: int | None = None, stop: str | Sequence[str] | None = None,
                seed: int | None = None, num_samples: int = 1):
         """Generate completions (temperature 0 = greedy, deterministic)."""
+        self._check_open()
         return self._worker.call("sample", self._session.sample, prompts, max_tokens=max_tokens,
                                  temperature=temperature, top_p=top_p, top_k=top_k, stop=stop, seed=seed,
                                  num_samples=num_samples)
 
     def get_dp_metrics(self) -> "DPMetrics":
-        """ε spent (PLD/PRV), ε remaining, δ, steps, σ, C, q, accountant, sampling provenance."""
+        """ε the data set has spent (every client in the workspace), this client's share, δ, steps, σ, C, q."""
+        self._check_open()
         return self._worker.call("get_dp_metrics", self._session.dp_metrics)
 
     def metrics_history(self) -> list[dict]:
+        """One record per optim_step (step, time, loss, ε bound, throughput); loss is not private."""
+        self._check_open()
         self._worker.drain()
         return list(self._session.metrics_history)
 
-    # -- checkpoints ----------------------------------------------------------------------------------
-    def save_state(self, name: str, *, include_optimizer: bool = True, metadata: dict | None = None) -> SaveResult:
-        """Encrypt and store weights, optimizer, RNG and accountant state; returns the artifact id."""
-        from .engine.checkpoint import session_to_blobs
+    def adapter_state_dict(self) -> dict:
+        """A copy of the trainable LoRA weights under PEFT names (CPU tensors): what a package would carry."""
+        self._check_open()
+        return self._worker.call("adapter_state_dict", self._session.adapter_state_dict)
 
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            raise ConfigError("save_state needs a non-empty name of at most 200 characters.")
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def save_state(self, name: str | None = None, *, include_optimizer: bool = True,
+                   metadata: dict | None = None) -> SaveResult:
+        """Encrypt and store weights (and optimizer state) with the run record; returns the artifact id.
+
+        ``name`` defaults to ``step-<n>``. Randomness and privacy state are never saved: loading a
+        checkpoint cannot lower ε or replay noise.
+        """
+        from .engine.checkpoint import session_to_blobs
+        from .run_record import audit_params
+
+        self._check_open()
+        if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 200):
+            raise ConfigError("save_state needs a non-empty name of at most 200 characters (or no name).")
+        if not isinstance(include_optimizer, bool):
+            raise ConfigError(f"include_optimizer must be True or False, got {include_optimizer!r}.")
         if metadata is not None and not isinstance(metadata, dict):
             raise ConfigError("metadata must be a dict of JSON values.")
-        import json
-
         try:
-            json.dumps(metadata or {})
+            json.dumps(metadata or {}, allow_nan=False)
         except (TypeError, ValueError):
             raise ConfigError("metadata must be JSON-serialisable (strings, numbers, lists, dicts).") from None
 
         def run():
             s = self._session
-            s._check_open()
+            s.check_open()
+            nm = name if name is not None else f"step-{s.steps}"
             blobs = session_to_blobs(s, include_optimizer=include_optimizer)
             meta = {"user": metadata or {}, "step": s.steps, "model_ref": self.config.model_ref,
                     "kind": "training-state", "include_optimizer": include_optimizer}
-            info = self.service.store.save(name, blobs, metadata=meta,
-                                           public={"step": s.steps, "kind": "training-state"})
+            info = self.service.store.save(nm, blobs, metadata=meta, public={"step": s.steps, "kind": "training-state"})
             info = info.to_dict() if hasattr(info, "to_dict") else dict(info)
-            self.service.audit("save_state", {"artifact_id": info["artifact_id"], "name": name},
+            self.service.audit("save_state", audit_params("save_state", artifact_id=info["artifact_id"], name=nm),
                                {"artifact_id": info["artifact_id"], "step": s.steps,
                                 "content_sha256": info.get("content_sha256")})
             try:
@@ -272,25 +348,36 @@ class TrainingClient:
                 warnings.warn(f"checkpoint {info['artifact_id']} is saved, but signing the audit ledger checkpoint "
                               f"failed ({type(exc).__name__}: {exc}); run tc.audit_log().checkpoint() to retry.",
                               RuntimeWarning, stacklevel=2)
-            res = SaveResult(info, name=name, step=s.steps)
+            res = SaveResult(info, name=nm, step=s.steps, encrypted=True,
+                             content_hash=info.get("content_sha256"), path=info["artifact_id"])
             self.events.publish("save", dict(res))
             return res
 
         return self._worker.call("save_state", run)
 
-    def load_state(self, artifact_id: str) -> dict:
-        """Verify and decrypt a checkpoint, then restore it (refused checkpoints change nothing)."""
+    def load_state(self, artifact_id: str) -> LoadResult:
+        """Verify, decrypt and restore a checkpoint's weights and optimizer state (a refused one changes nothing).
+
+        Never restores ε, the step count or any randomness: the data set's budget keeps every step.
+        """
         from .engine.checkpoint import restore_session
+
+        self._check_open()
+        if not isinstance(artifact_id, str) or not artifact_id:
+            raise ConfigError("load_state needs the artifact_id that save_state returned (see list_checkpoints()).")
 
         def run():
             s = self._session
-            s._check_open()
+            s.check_open()
             blobs, meta, info = self.service.store.load(artifact_id)
             state = restore_session(s, blobs)
-            self.service.audit("load_state", {"artifact_id": artifact_id}, {"artifact_id": artifact_id,
-                                                                             "step": s.steps})
-            out = {"artifact_id": artifact_id, "step": state["step"]}
-            self.events.publish("load", out)
+            self.service.audit("load_state", {"artifact_id": artifact_id},
+                               {"artifact_id": artifact_id, "checkpoint_step": int(state.get("step") or 0),
+                                "step": s.steps})
+            out = LoadResult(artifact_id=artifact_id, name=getattr(info, "name", None),
+                             step=int(state.get("step") or 0), client_step=s.steps,
+                             restored=["adapter"] + (["optimizer"] if "optimizer.safetensors" in blobs else []))
+            self.events.publish("load", dict(out))
             return out
 
         return self._worker.call("load_state", run)
@@ -301,16 +388,25 @@ class TrainingClient:
     # -- audit, packaging, widgets ------------------------------------------------------------------
     def audit_log(self):
         """The workspace's audit ledger (``.verify()``, ``.to_pandas()``, proofs)."""
+        self._check_open()
         self._worker.drain()
         return self.service.ledger
+
+    def run_record(self) -> dict:
+        """The checkpoint blobs of the current adapter (weights + run record), for packaging. Torch side."""
+        from .engine.checkpoint import session_to_blobs
+
+        self._check_open()
+        return self._worker.call("run_record", session_to_blobs, self._session, include_optimizer=False)
 
     def package(self, path: str | os.PathLike, *, recipients: Sequence[Any], signer: Any = None,
                 expires_in_days: float = 365.0, **kwargs: Any):
         """Build a signed TGSP package of the current adapter for ``recipients``."""
         from .tgsp.session import package_session
 
-        return self._worker.call("package", package_session, self, path, recipients=recipients, signer=signer,
-                                 expires_in_days=expires_in_days, **kwargs)
+        self._check_open()
+        return package_session(self, path, recipients=recipients, signer=signer, expires_in_days=expires_in_days,
+                               **kwargs)
 
     def dashboard(self, **kwargs: Any):
         """A live anywidget dashboard bound to this client's events (plain text outside a notebook)."""

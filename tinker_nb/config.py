@@ -105,7 +105,9 @@ class TrainingConfig:
 
     ``batch_size`` is the *expected* logical batch size: Poisson sampling draws each example with
     probability ``batch_size / N``, and DP gradients are normalised by this public constant.
-    ``epochs`` is the plan used to calibrate σ from ``target_epsilon``.
+    ``epochs`` is the plan used to calibrate σ from ``target_epsilon``. ``micro_batch_size`` bounds how
+    many examples go through the model at once (a draw is split into chunks that together are that draw,
+    exactly once); it changes memory, never the mathematics of the step.
     """
 
     model_ref: str = DEFAULT_MODEL_REF
@@ -116,6 +118,7 @@ class TrainingConfig:
     weight_decay: float = 0.0
     epochs: float = 1.0
     max_seq_len: int | None = None
+    micro_batch_size: int | None = None
     seed: int = 0
     tenant: str = "default"
     device: str | None = None
@@ -133,6 +136,8 @@ class TrainingConfig:
         _positive("TrainingConfig.epochs", self.epochs)
         if self.max_seq_len is not None:
             _positive("TrainingConfig.max_seq_len", self.max_seq_len, integer=True)
+        if self.micro_batch_size is not None:
+            _positive("TrainingConfig.micro_batch_size", self.micro_batch_size, integer=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"TrainingConfig.seed must be a non-negative integer, got {self.seed!r}.")
         if not isinstance(self.tenant, str) or not self.tenant.replace("-", "").replace("_", "").isalnum():

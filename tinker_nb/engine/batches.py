@@ -20,7 +20,7 @@ import torch
 
 from ..errors import DataError
 
-__all__ = ["Batch", "PoissonBatch", "to_batch", "collate", "IGNORE_INDEX"]
+__all__ = ["Batch", "to_batch", "collate", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100
 _KEYS = {"input_ids", "attention_mask", "labels"}
@@ -40,23 +40,6 @@ class Batch:
 
     def to(self, device: torch.device) -> "Batch":
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
-
-
-class PoissonBatch(dict):
-    """A batch drawn by the library's Poisson sampler (may be empty: a noise-only step).
-
-    It is a plain dict of tensors for the caller, tagged so the session knows its provenance.
-    """
-
-    def __init__(self, data: dict, *, session_id: str, draw: int, indices: list[int]) -> None:
-        super().__init__(data)
-        self.session_id = session_id
-        self.draw = draw
-        self.indices = indices
-
-    def __repr__(self) -> str:  # never print the private records
-        n = len(self.indices)
-        return f"PoissonBatch(draw={self.draw}, examples={n})"
 
 
 def _as_2d(name: str, value: Any) -> torch.Tensor:
@@ -158,15 +141,20 @@ def collate(examples: Sequence[Mapping], *, pad_id: int) -> dict:
             "labels": torch.tensor(out_labels)}
 
 
-def to_batch(batch: Any, *, tokenizer: Any, vocab_size: int, max_len: int, allow_empty: bool = False) -> Batch:
-    """Validate and normalise ``batch``; raise DataError with what is wrong and how to fix it."""
+def to_batch(batch: Any, *, tokenizer: Any, vocab_size: int, max_len: int, allow_empty: bool = False,
+             encode: Any = None) -> Batch:
+    """Validate and normalise ``batch``; raise DataError with what is wrong and how to fix it.
+
+    Strings are tokenised with ``encode`` (the session's one tokenisation rule) when given.
+    """
     if isinstance(batch, Mapping):
         ids, mask, labels = _from_mapping(batch)
     elif isinstance(batch, (list, tuple)):
         if not batch and not allow_empty:
             raise DataError("the batch is empty; pass at least one example (empty Poisson draws come from poisson_batches()).")
         if batch and all(isinstance(x, str) for x in batch):
-            enc = [{"input_ids": tokenizer(x)["input_ids"] + [tokenizer.eos_token_id]} for x in batch]
+            enc = [{"input_ids": encode(x) if encode is not None else tokenizer(x)["input_ids"] + [tokenizer.eos_token_id]}
+                   for x in batch]
             d = collate(enc, pad_id=tokenizer.pad_token_id)
         else:
             d = collate(list(batch), pad_id=tokenizer.pad_token_id)

@@ -1,9 +1,13 @@
 """Serialise a training session to safetensors + JSON blobs and back (no pickle anywhere).
 
 Blobs: ``adapter.safetensors`` (LoRA weights), ``optimizer.safetensors`` (AdamW moments and step
-counts, optional), ``rng.safetensors`` (torch CPU RNG, noise and sampler generator states),
-``accumulator.safetensors`` (a partially accumulated step, if any) and ``state.json`` (step, accountant
-history, σ, sampling provenance, config, data set digest, metrics history). The encrypted store seals them.
+counts, optional) and ``state.json`` (the run record, :mod:`tinker_nb.run_record`). The encrypted store
+seals them.
+
+What a checkpoint never holds, on purpose: the state of any random generator (noise and sampling keys
+live only in memory), a pending un-noised gradient sum, or anything that ``load_state`` could use to
+lower ε or rewind the step count. ``load_state`` restores weights and optimizer state only; the
+privacy odometer of the workspace keeps every step ever charged.
 """
 
 from __future__ import annotations
@@ -14,15 +18,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 from safetensors.torch import load as st_load, save as st_save
 
+from .. import run_record
 from ..config import TrainingConfig
 from ..errors import ConfigError, IntegrityError, StateError
+from ..privacy import CALLER_POOL
 
 if TYPE_CHECKING:
     from .session import TrainingSession
 
 __all__ = ["session_to_blobs", "restore_session", "CHECKPOINT_KIND"]
 
-CHECKPOINT_KIND = "tinker-nb/training-state/v1"
+CHECKPOINT_KIND = run_record.CHECKPOINT_KIND
 
 
 def _trainable(session: "TrainingSession") -> list[tuple[str, torch.nn.Parameter]]:
@@ -30,11 +36,15 @@ def _trainable(session: "TrainingSession") -> list[tuple[str, torch.nn.Parameter
 
 
 def session_to_blobs(session: "TrainingSession", *, include_optimizer: bool) -> dict[str, bytes]:
-    """Snapshot everything needed to continue bit-for-bit: weights, optimizer, RNGs, accountant."""
+    """Weights, optimizer moments and the run record. Refused while a step is being accumulated."""
+    if session.accountant.pending is not None or session.acc.examples:
+        raise StateError("a step is being accumulated (forward_backward without optim_step); call optim_step() "
+                         "first — a checkpoint never holds an un-noised gradient sum.")
     named = _trainable(session)
     blobs: dict[str, bytes] = {
         "adapter.safetensors": st_save({n: p.detach().cpu().contiguous() for n, p in named}),
     }
+    groups = None
     if include_optimizer:
         opt_t: dict[str, torch.Tensor] = {}
         for i, (_, p) in enumerate(named):
@@ -43,48 +53,17 @@ def session_to_blobs(session: "TrainingSession", *, include_optimizer: bool) -> 
                 t = v if isinstance(v, torch.Tensor) else torch.tensor(v)
                 opt_t[f"{i}.{k}"] = t.detach().cpu().contiguous()
         blobs["optimizer.safetensors"] = st_save(opt_t) if opt_t else st_save({"_empty": torch.zeros(0)})
-    rng = {"torch_cpu": torch.get_rng_state(), "noise": session.noise_generator.get_state().cpu()}
-    if session.sampler is not None:
-        rng["sampler"] = session.sampler.generator.get_state()
-    if session.device.type == "cuda":
-        rng["torch_cuda"] = torch.cuda.get_rng_state(session.device)
-    blobs["rng.safetensors"] = st_save(rng)
-    if session.acc.examples:
-        blobs["accumulator.safetensors"] = st_save({str(i): s.cpu().contiguous() for i, s in enumerate(session.acc.sums)})
-    state = {
-        "kind": CHECKPOINT_KIND,
-        "config": session.config.to_dict(),
-        "trainable": [n for n, _ in named],
-        "step": session.steps,
-        "sigma": session.sigma,
-        "history": [list(h) for h in session.history],
-        "max_steps": session.max_steps,
-        "sampling_sources": sorted(session.sampling_sources),
-        "noise_seed_fixed": session.noise_seed_fixed,
-        "dataset_sha256": session.dataset_digest,
-        "dataset_size": len(session.examples) if session.examples else None,
-        "sampler_draws": session.sampler.draws if session.sampler else 0,
-        "pending": {"draw": session._pending_draw, "tokens": session._pending_tokens,
-                    "loss": session._pending_loss, "examples": session.acc.examples, "calls": session.acc.calls},
-        "optimizer": {"included": include_optimizer,
-                      "param_groups": [{k: v for k, v in g.items() if k != "params"}
-                                       for g in session.optimizer.param_groups]},
-        "metrics_history": session.metrics_history[-2000:],
-        "first_step_checked": session._first_step_checked,
-        "warned": session._warned,
-    }
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in session.optimizer.param_groups]
+    state = run_record.build_state(
+        config=session.config.to_dict(), trainable=[n for n, _ in named], step=session.steps,
+        privacy=session.privacy_record(), data=session.source.state_dict() if session.source else None,
+        optimizer_groups=groups, metrics_history=session.metrics_history)
     blobs["state.json"] = json.dumps(state, sort_keys=True, default=float).encode()
     return blobs
 
 
 def read_state(blobs: dict[str, bytes]) -> dict[str, Any]:
-    try:
-        state = json.loads(blobs["state.json"])
-    except (KeyError, ValueError):
-        raise IntegrityError("checkpoint has no readable state.json; it was not written by save_state.") from None
-    if state.get("kind") != CHECKPOINT_KIND:
-        raise IntegrityError(f"checkpoint kind {state.get('kind')!r} is not {CHECKPOINT_KIND!r}.")
-    return state
+    return run_record.read_state(blobs)
 
 
 def check_compatible(session: "TrainingSession", state: dict[str, Any]) -> None:
@@ -98,30 +77,43 @@ def check_compatible(session: "TrainingSession", state: dict[str, Any]) -> None:
     names = [n for n, _ in _trainable(session)]
     if names != state["trainable"]:
         raise ConfigError("checkpoint's adapter parameters do not match this model's LoRA layers.")
-    if state.get("dataset_sha256") and session.dataset_digest and state["dataset_sha256"] != session.dataset_digest:
+    if session.dp is None:
+        return
+    theirs_ds = state.get("dataset_sha256")
+    mine_ds = session.dataset_digest
+    if theirs_ds and mine_ds is None:
+        raise StateError("attach_dataset(records) with the same records before load_state, so that the data "
+                         "set's privacy budget covers the loaded weights.")
+    if theirs_ds and mine_ds and theirs_ds != mine_ds:
         raise ConfigError("checkpoint was trained on a different data set (digest differs); attach the same records.")
-    if state.get("dataset_sha256") and session.examples is None and session.dp is not None:
-        raise StateError("attach_dataset(records) with the same records before load_state, so sampling and "
-                         "accounting continue correctly.")
+    if not theirs_ds and state.get("pool") == CALLER_POOL and mine_ds is not None:
+        raise ConfigError("checkpoint was trained on caller-supplied batches; load it into a client without an "
+                          "attached data set, whose caller-supplied budget covers those steps.")
 
 
 def restore_session(session: "TrainingSession", blobs: dict[str, bytes]) -> dict[str, Any]:
-    """Load a snapshot into ``session`` (checked first; on a refused checkpoint nothing changes)."""
+    """Load weights (and optimizer state) into ``session``; checked first, so a refused one changes nothing.
+
+    Never restores ε, the step count or any randomness.
+    """
+    if session.accountant.pending is not None or session.acc.examples:
+        raise StateError("a step is being accumulated; call optim_step() before load_state.")
     state = read_state(blobs)
     check_compatible(session, state)
-    adapter = st_load(blobs["adapter.safetensors"])
+    try:
+        adapter = st_load(blobs["adapter.safetensors"])
+        opt = st_load(blobs["optimizer.safetensors"]) if "optimizer.safetensors" in blobs else None
+    except Exception:  # noqa: BLE001 - safetensors raises its own error types
+        raise IntegrityError("checkpoint tensors are not readable safetensors.") from None
     named = _trainable(session)
     for n, p in named:
         if n not in adapter or adapter[n].shape != p.shape:
             raise IntegrityError(f"adapter tensor {n!r} is missing or has the wrong shape in the checkpoint.")
-    rng = st_load(blobs["rng.safetensors"])
-    opt = st_load(blobs["optimizer.safetensors"]) if "optimizer.safetensors" in blobs else None
-    accum = st_load(blobs["accumulator.safetensors"]) if "accumulator.safetensors" in blobs else None
     # -- all parsed and checked: apply
     with torch.no_grad():
         for n, p in named:
             p.copy_(adapter[n].to(p.device, p.dtype))
-    if opt is not None:
+    if opt is not None and state.get("optimizer", {}).get("included", True):
         session.optimizer.state.clear()
         for i, (_, p) in enumerate(named):
             st = {k.split(".", 1)[1]: v.to(p.device) if k.split(".", 1)[1] != "step" else v
@@ -130,34 +122,5 @@ def restore_session(session: "TrainingSession", blobs: dict[str, bytes]) -> dict
                 session.optimizer.state[p] = st
         for g, saved in zip(session.optimizer.param_groups, state["optimizer"]["param_groups"]):
             g.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()})
-    torch.set_rng_state(rng["torch_cpu"])
-    session.noise_generator.set_state(rng["noise"].to(session.noise_generator.device)
-                                      if session.device.type != "cuda" else rng["noise"])
-    if "torch_cuda" in rng and session.device.type == "cuda":
-        torch.cuda.set_rng_state(rng["torch_cuda"], session.device)
-    if session.sampler is not None and "sampler" in rng:
-        session.sampler.generator.set_state(rng["sampler"])
-        session.sampler.draws = int(state["sampler_draws"])
     session.acc.reset()
-    if accum is not None:
-        for i, s in enumerate(session.acc.sums):
-            s.copy_(accum[str(i)].to(s.device))
-    pend = state["pending"]
-    session.acc.examples = int(pend["examples"])
-    session.acc.calls = int(pend["calls"])
-    session._pending_draw = pend["draw"]
-    session._pending_tokens = int(pend["tokens"])
-    session._pending_loss = float(pend["loss"])
-    session.steps = int(state["step"])
-    session.sigma = state["sigma"]
-    session.history = [(float(s), float(q), int(n)) for s, q, n in state["history"]]
-    session.max_steps = state["max_steps"]
-    session.sampling_sources = set(state["sampling_sources"])
-    session.noise_seed_fixed = bool(state["noise_seed_fixed"]) or session.noise_seed_fixed
-    session.metrics_history = list(state["metrics_history"])
-    session._first_step_checked = bool(state["first_step_checked"])
-    session._warned = bool(state["warned"])
-    session._eps_cache = None
-    if session.live is not None:
-        session.live.steps = sum(n for _, _, n in session.history)
     return state

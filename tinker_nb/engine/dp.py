@@ -10,6 +10,7 @@ public expected batch size.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import warnings
 
@@ -92,14 +93,25 @@ class GradientAccumulator:
         return ClipStats(batch_size, clipped, float(norms.mean()), float(norms.max()))
 
     # -- per step -------------------------------------------------------------------------------
-    def write_grads(self, *, noise_std: float, normaliser: float, generator: torch.Generator | None) -> None:
-        """Set ``p.grad = (sum + N(0, noise_std^2)) / normaliser`` for every trainable parameter."""
+    def write_grads(self, *, noise_std: float, normaliser: float, noise: Any = None) -> None:
+        """Set ``p.grad = (sum + N(0, noise_std^2)) / normaliser`` for every trainable parameter.
+
+        ``noise`` is a :class:`~tinker_nb.engine.noise.GaussianNoise` (secret AES-CTR keystream); one call
+        draws the noise of every parameter at once, in float32, on the parameters' device.
+        """
+        if noise_std > 0:
+            if noise is None:
+                raise RuntimeError("DP step without a noise source")
+            total = sum(s.numel() for s in self.sums)
+            flat = noise.normal((total,), noise_std, device=self.sums[0].device)
+            offset = 0
+            for s, p in zip(self.sums, self.params):
+                n = s.numel()
+                p.grad = ((s + flat[offset:offset + n].view_as(s)) / normaliser).to(p.dtype)
+                offset += n
+            return
         for s, p in zip(self.sums, self.params):
-            g = s
-            if noise_std > 0:
-                noise = torch.normal(0.0, noise_std, size=s.shape, generator=generator, device=s.device)
-                g = s + noise
-            p.grad = (g / normaliser).to(p.dtype)
+            p.grad = (s / normaliser).to(p.dtype)
 
     def reset(self) -> None:
         for s in self.sums:

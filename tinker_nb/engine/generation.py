@@ -50,7 +50,8 @@ def _check(max_tokens, temperature, top_p, top_k, stop, seed) -> list[str]:
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], *, max_tokens: int, temperature: float, top_p: float,
              top_k: int | None, stop, seed: int | None, num_samples: int, device: torch.device,
-             max_positions: int) -> SampleResult:
+             max_positions: int, generator: torch.Generator | None = None, limit_name: str = "max_seq_len",
+             encode=None) -> SampleResult:
     """Generate ``num_samples`` completions per prompt; temperature 0 is greedy and deterministic."""
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -62,16 +63,30 @@ def generate(model, tokenizer, prompts: list[str], *, max_tokens: int, temperatu
     eos = tokenizer.eos_token_id
     cache_kw = _cache_kwarg(model)
     out = SampleResult()
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
+    if seed is not None:  # a caller seed gives a reproducible, private stream for this call
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(seed)
+    elif generator is not None:  # the client's own generator: no global RNG is read or advanced
+        gen = generator
+    else:
+        import secrets
+
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(secrets.randbits(63))
+    encoded = []
     for prompt in prompts:
-        ids = tokenizer(prompt)["input_ids"]
-        bos = getattr(tokenizer, "bos_token_id", None)
-        if bos is not None and (not ids or ids[0] != bos):
-            ids = [bos] + ids
+        if encode is not None:
+            ids = list(encode(prompt))
+        else:
+            ids = tokenizer(prompt)["input_ids"]
+            bos = getattr(tokenizer, "bos_token_id", None)
+            if bos is not None and (not ids or ids[0] != bos):
+                ids = [bos] + ids
         if len(ids) + max_tokens > max_positions:
-            raise DataError(f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the model's "
-                            f"{max_positions} positions; shorten the prompt or lower max_tokens.")
+            raise DataError(f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds the limit of "
+                            f"{max_positions} tokens ({limit_name}); shorten the prompt or lower max_tokens.")
+        encoded.append(ids)
+    for prompt, ids in zip(prompts, encoded):
         for _ in range(num_samples):
             out.samples.append(_one(model, tokenizer, prompt, ids, max_tokens, temperature, top_p, top_k,
                                     stops, eos, gen, device, cache_kw))

@@ -1,111 +1,73 @@
-"""The in-kernel training session: one model, one LoRA adapter, one DP-SGD state machine.
+"""The in-kernel training session: one model, one LoRA adapter, one DP-SGD step at a time.
 
-This is the torch side behind :class:`tinker_nb.client.TrainingClient`. It owns the model, the
-optimizer, the per-example gradient accumulator, the Poisson sampler, the accountant and the budget.
+This is the torch side behind :class:`tinker_nb.client.TrainingClient`. It composes the parts that own
+state, and owns none of the privacy state itself:
+
+* :class:`~tinker_nb.privacy.PrivacyAccountant`: σ, q, C, δ, the budget, steps and their provenance;
+  it charges the workspace's per-data-set odometer before a step touches data;
+* :class:`~tinker_nb.engine.data_source.DataSource`: the records, their digest, the secret Poisson coins
+  and the registry of draws (each used once, in order, unaltered);
+* :class:`~tinker_nb.engine.dp.GradientAccumulator`: the pending step's clipped gradient sum;
+* :class:`~tinker_nb.engine.noise.GaussianNoise`: noise from a secret AES-CTR keystream.
+
 It publishes events on an :class:`~tinker_nb.events.EventBus` and reports state-changing operations
-through an ``audit`` callback; it knows nothing about widgets, storage or the ledger.
+through an ``audit`` callback; it knows nothing about widgets, storage, the ledger or the server.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
-import json
 import math
 import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .. import accounting
+from .. import run_record
 from ..config import TrainingConfig
-from ..errors import BudgetExceededError, ConfigError, DataError, StateError
+from ..errors import ConfigError, DataError, StateError
 from ..events import EventBus
-from .batches import Batch, PoissonBatch, collate, to_batch
+from ..privacy import PrivacyAccountant, PrivacyOdometer
+from ..types import DPMetrics, ForwardBackwardResult, ForwardResult, OptimStepResult
+from .batches import IGNORE_INDEX, Batch, collate, to_batch
+from .data_source import DataSource, Draw
 from .dp import GradientAccumulator
 from .generation import SampleResult, generate
 from .loss import per_sequence_loss
 from .model import add_lora, load_base_model, pick_device
-from .sampler import PoissonSampler
+from .noise import GaussianNoise, SecureBernoulli
 
-__all__ = ["TrainingSession", "ForwardBackwardResult", "OptimStepResult", "DPMetrics"]
+__all__ = ["TrainingSession", "ForwardBackwardResult", "ForwardResult", "OptimStepResult", "DPMetrics"]
 
 AuditFn = Callable[[str, dict, dict], None]
 BUDGET_WARN_FRACTION = 0.8
 
 
-@dataclass
-class ForwardBackwardResult:
-    """What one ``forward_backward`` did. Loss and clip statistics are NOT differentially private."""
-
-    loss: float
-    loss_sum: float
-    examples: int
-    tokens: int
-    clipped: int
-    clip_fraction: float
-    grad_norm_mean: float
-    grad_norm_max: float
-    noise_only: bool
-    accumulated_examples: int
-    seconds: float
-
-
-@dataclass
-class OptimStepResult:
-    step: int
-    examples: int
-    noise_std: float
-    normaliser: float
-    epsilon_live: float | None
-    seconds: float
-
-
-@dataclass
-class DPMetrics:
-    """Privacy spent so far. ``epsilon_spent`` comes from the reporting accountant (PLD or PRV)."""
-
-    dp_enabled: bool
-    epsilon_spent: float
-    epsilon_remaining: float | None
-    target_epsilon: float | None
-    delta: float | None
-    steps: int
-    noise_multiplier: float | None
-    max_grad_norm: float | None
-    sample_rate: float | None
-    expected_batch_size: int
-    dataset_size: int | None
-    accountant: str | None
-    epsilon_rdp: float | None
-    sampling: str
-    accounting_valid: bool
-    max_steps: int | None
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
-
-
-def _dataset_digest(examples: Sequence[dict]) -> str:
-    h = hashlib.sha256()
-    for ex in examples:
-        h.update(json.dumps(ex["input_ids"], separators=(",", ":")).encode())
-        h.update(b"\n")
-    return h.hexdigest()
+def _fingerprints(b: Batch) -> list[bytes]:
+    """One SHA-256 per example of its tokens and labels (tells records apart for participation counts)."""
+    out = []
+    for ids, mask, labels in zip(b.input_ids.tolist(), b.attention_mask.tolist(), b.labels.tolist()):
+        keep = [i for i, m in enumerate(mask) if m]
+        h = hashlib.sha256()
+        h.update(repr([ids[i] for i in keep]).encode())
+        h.update(b"|")
+        h.update(repr([labels[i] for i in keep]).encode())
+        out.append(h.digest())
+    return out
 
 
 class TrainingSession:
     """Model + LoRA + DP-SGD state for one training client."""
 
-    def __init__(self, config: TrainingConfig, *, events: EventBus | None = None,
-                 audit: AuditFn | None = None, noise_seed: int | None = None) -> None:
-        self.config = config
+    def __init__(self, config: TrainingConfig, *, events: EventBus | None = None, audit: AuditFn | None = None,
+                 noise_seed: int | None = None, odometer: PrivacyOdometer | None = None,
+                 tenant: str = "default") -> None:
+        self.config = copy.deepcopy(config)  # captured once: later changes to the caller's objects change nothing
+        config = self.config
         self.session_id = uuid.uuid4().hex[:16]
         self.events = events or EventBus()
         self._audit = audit or (lambda op, params, summary: None)
@@ -114,205 +76,316 @@ class TrainingSession:
         self.tokenizer = loaded.tokenizer
         self.model_path = loaded.path
         self.vocab_size = loaded.vocab_size
-        self.max_len = min(config.max_seq_len or loaded.max_positions, loaded.max_positions)
         if config.max_seq_len and config.max_seq_len > loaded.max_positions:
             raise ConfigError(f"max_seq_len {config.max_seq_len} exceeds the model's {loaded.max_positions} positions.")
+        self.max_len = min(config.max_seq_len or loaded.max_positions, loaded.max_positions)
+        self._limit_name = "TrainingConfig.max_seq_len" if config.max_seq_len else "the model's maximum positions"
         self.model = add_lora(loaded.model, config.lora_config, seed=config.seed)
         self.model.train()
         dp = config.dp_config
         self.dp = dp
         self.acc = GradientAccumulator(self.model, dp=dp is not None, max_grad_norm=dp.max_grad_norm if dp else None)
         self.optimizer = torch.optim.AdamW(self.acc.params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        # Noise and sampling randomness must stay secret for the DP guarantee: seeded from the OS unless
-        # a caller fixes noise_seed (tests, reproductions), which the metrics and certificate then state.
+        # Secret randomness (engine/noise.py): independent AES-256-CTR keystreams keyed from the OS. A fixed
+        # noise_seed (tests) derives both keys from it and marks the run invalid.
+        self.noise = GaussianNoise.secure() if noise_seed is None else GaussianNoise.seeded(noise_seed)
+        self._coins = SecureBernoulli.secure() if noise_seed is None else SecureBernoulli.seeded(noise_seed)
         self.noise_seed_fixed = noise_seed is not None
-        seed = noise_seed if noise_seed is not None else secrets.randbits(63)
-        self.noise_generator = torch.Generator(device=self.device)
-        self.noise_generator.manual_seed(seed)
-        self._sampler_seed = (seed * 6364136223846793005 + 1442695040888963407) % (2**63)
-        self.sigma: float | None = dp.noise_multiplier if dp else None
-        self.sampler: PoissonSampler | None = None
-        self.examples: list[dict] | None = None
-        self.dataset_digest: str | None = None
-        self.history: list[tuple[float, float, int]] = []
-        self.steps = 0
-        self.max_steps: int | None = None
-        self.live: accounting.LiveRDP | None = None
-        self.sampling_sources: set[str] = set()
-        self._pending_draw: int | None = None
+        # The client's own generator for sample() (no global RNG is read, advanced, saved or restored).
+        self.sample_generator = torch.Generator(device="cpu")
+        self.sample_generator.manual_seed(secrets.randbits(63))
+        self.accountant = PrivacyAccountant(
+            dp=dp, batch_size=config.batch_size, odometer=odometer or PrivacyOdometer(":memory:"), tenant=tenant,
+            client_id=self.session_id, noise_fixed=noise_seed is not None)
+        self.accountant.set_plan(epochs=config.epochs)
+        self.source: DataSource | None = None
+        self.metrics_history: list[dict[str, Any]] = []
         self._pending_tokens = 0
         self._pending_loss = 0.0
-        self._eps_cache: tuple[int, float] | None = None
         self._first_step_checked = False
         self._warned = False
-        self.metrics_history: list[dict[str, Any]] = []
         self.closed = False
         self._t_last_step = time.perf_counter()
-        # Cumulative seconds per phase (cheap perf_counter reads; the benchmark reads them).
         self.timings: dict[str, float] = {"forward": 0.0, "backward": 0.0, "clip_accumulate": 0.0,
                                           "noise": 0.0, "optimizer": 0.0, "accounting": 0.0}
-        self._audit("create_training_client", {"config": config.to_dict()},
+        self._audit("create_training_client", run_record.audit_params("create_training_client", config=config.to_dict()),
                     {"model_ref": config.model_ref, "dp": dp is not None, "rank": config.lora_config.rank})
 
-    # ------------------------------------------------------------------ data and sampling
-    def _check_open(self) -> None:
-        if self.closed:
-            raise StateError("this training client is closed; create a new one with service.create_training_client().")
+    # ------------------------------------------------------------------ public read-only views
+    @property
+    def steps(self) -> int:
+        return self.accountant.steps
 
-    def attach_dataset(self, records: Sequence[Any]) -> dict[str, Any]:
-        """Tokenise and hold the private data set; sampling (q = batch_size / N) becomes the library's."""
-        self._check_open()
-        if self.examples is not None:
-            raise StateError("a data set is already attached to this client; create a new client for another data set.")
-        if isinstance(records, (str, bytes)) or not isinstance(records, Sequence) or len(records) == 0:
-            raise DataError("attach_dataset expects a non-empty list of strings or of dicts with input_ids.")
-        examples = []
-        for i, r in enumerate(records):
-            if isinstance(r, str):
-                if not r.strip():
-                    raise DataError(f"record {i} is an empty string.")
-                ids = self.tokenizer(r)["input_ids"]
-                bos = getattr(self.tokenizer, "bos_token_id", None)
-                if bos is not None and (not ids or ids[0] != bos):
-                    ids = [bos] + ids
-                ids = (ids + [self.tokenizer.eos_token_id])[: self.max_len]
-                examples.append({"input_ids": ids})
-            elif isinstance(r, dict):
-                if "input_ids" not in r:
-                    raise DataError(f"record {i} is a dict without 'input_ids'; pass text or tokenised dicts.")
-                ex = {k: [int(x) for x in r[k]] for k in ("input_ids", "labels", "attention_mask") if k in r}
-                extra = set(r) - {"input_ids", "labels", "attention_mask"}
-                if extra:
-                    raise DataError(f"record {i} has unknown keys {sorted(extra)}.")
-                if not ex["input_ids"] or len(ex["input_ids"]) > self.max_len:
-                    raise DataError(f"record {i} has {len(ex['input_ids'])} tokens; need 1..{self.max_len}.")
-                if max(ex["input_ids"]) >= self.vocab_size or min(ex["input_ids"]) < 0:
-                    raise DataError(f"record {i} has token ids outside [0, {self.vocab_size}).")
-                examples.append(ex)
-            else:
-                raise DataError(f"record {i} is a {type(r).__name__}; records must be strings or dicts with input_ids.")
-        n = len(examples)
-        q = self.config.batch_size / n
-        if q > 1:
-            raise ConfigError(f"batch_size {self.config.batch_size} is larger than the data set ({n} records); "
-                              "lower batch_size or attach more data.")
-        dp = self.dp
-        if dp is not None and dp.target_delta >= 1.0 / n:
-            raise ConfigError(f"target_delta {dp.target_delta:g} must be < 1/N = {1.0 / n:.3g} for a meaningful "
-                              "guarantee; lower target_delta (e.g. 1/(10*N)).")
-        sigma = self.sigma
-        if dp is not None and sigma is None:
-            planned = accounting.steps_for_epochs(sample_rate=q, epochs=self.config.epochs)
-            sigma = accounting.calibrate_noise_multiplier(
-                target_epsilon=dp.target_epsilon, delta=dp.target_delta, sample_rate=q, steps=planned,
-                accountant=self._acct())
-        max_steps = None
-        anchors: dict[int, float] = {}
-        if dp is not None and dp.target_epsilon is not None:
-            max_steps = accounting.max_steps_within(
-                noise_multiplier=sigma, sample_rate=q, target_epsilon=dp.target_epsilon,
-                delta=dp.target_delta, accountant=self._acct(), evaluated=anchors)
-            if max_steps == 0:
-                raise ConfigError(f"even one step with noise_multiplier {sigma:g} and sample rate {q:.3g} exceeds "
-                                  f"target_epsilon {dp.target_epsilon:g}; raise the noise or the target.")
-        # Everything checked: commit.
-        self.examples = examples
-        self.dataset_digest = _dataset_digest(examples)
-        self.sigma = sigma
-        self.max_steps = max_steps
-        self.sampler = PoissonSampler(n, q, seed=self._sampler_seed)
-        if dp is not None:
-            # Exact ε values the budget search already computed tighten the live bound for free.
-            self.live = accounting.LiveRDP(sigma, q, anchors=anchors, anchor_delta=dp.target_delta)
-        info = {"records": n, "sample_rate": q, "noise_multiplier": sigma, "max_steps": max_steps,
-                "dataset_sha256": self.dataset_digest}
-        self._audit("attach_dataset", {"dataset_sha256": self.dataset_digest, "n": n}, info)
-        self.events.publish("dataset", info)
-        return info
+    @property
+    def sigma(self) -> float | None:
+        return self.accountant.sigma
 
     @property
     def sample_rate(self) -> float | None:
-        return self.sampler.sample_rate if self.sampler else None
+        return self.accountant.sample_rate
+
+    @property
+    def dataset_digest(self) -> str | None:
+        return self.source.digest if self.source else None
+
+    @property
+    def dataset_size(self) -> int | None:
+        return len(self.source) if self.source else None
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise StateError("this training client is closed; create a new one with service.create_training_client().")
+
+    _check_open = check_open
+
+    def encode_text(self, text: str, *, for_training: bool = True) -> list[int]:
+        """The one tokenisation rule (BOS if the tokenizer has one; EOS after training text; truncate)."""
+        try:
+            from .tokenize import encode_prompt, encode_record
+        except ImportError:  # pragma: no cover - older layout
+            encode_record = encode_prompt = None
+        if encode_record is not None:
+            if for_training:
+                return list(encode_record(self.tokenizer, text, max_len=self.max_len)["input_ids"])
+            return list(encode_prompt(self.tokenizer, text, max_len=10**9))
+        ids = list(self.tokenizer(text)["input_ids"])
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        if bos is not None and (not ids or ids[0] != bos):
+            ids = [bos] + ids
+        if for_training:
+            ids = (ids + [self.tokenizer.eos_token_id])[: self.max_len]
+        return ids
+
+    def _encode_record(self, i: int, r: Any) -> dict:
+        try:
+            from .tokenize import encode_record
+        except ImportError:  # pragma: no cover
+            encode_record = None
+        if isinstance(r, str):
+            if not r.strip():
+                raise DataError(f"record {i} is an empty string.")
+            return {"input_ids": self.encode_text(r)}
+        if isinstance(r, dict) and ("prompt" in r or "messages" in r):
+            if encode_record is None:
+                raise DataError(f"record {i}: prompt/completion and chat records need tinker_nb.engine.tokenize.")
+            try:
+                ex = encode_record(self.tokenizer, r, max_len=self.max_len)
+            except DataError as exc:
+                raise DataError(f"record {i}: {exc}") from None
+            return {k: [int(x) for x in v] for k, v in ex.items() if k in ("input_ids", "labels")}
+        if isinstance(r, dict):
+            if "input_ids" not in r:
+                raise DataError(f"record {i} is a dict without 'input_ids'; pass text, prompt/completion, "
+                                "messages, or tokenised dicts.")
+            extra = set(r) - {"input_ids", "labels", "attention_mask"}
+            if extra:
+                raise DataError(f"record {i} has unknown keys {sorted(extra)}.")
+            try:
+                ex = {k: [int(x) for x in r[k]] for k in ("input_ids", "labels", "attention_mask") if k in r}
+            except (TypeError, ValueError):
+                raise DataError(f"record {i} has non-integer token ids.") from None
+            if not ex["input_ids"] or len(ex["input_ids"]) > self.max_len:
+                raise DataError(f"record {i} has {len(ex['input_ids'])} tokens; need 1..{self.max_len}.")
+            if max(ex["input_ids"]) >= self.vocab_size or min(ex["input_ids"]) < 0:
+                raise DataError(f"record {i} has token ids outside [0, {self.vocab_size}).")
+            for k in ("labels", "attention_mask"):
+                if k in ex and len(ex[k]) != len(ex["input_ids"]):
+                    raise DataError(f"record {i}: {k} has {len(ex[k])} entries but input_ids has {len(ex['input_ids'])}.")
+            if "labels" in ex and any(not (x == IGNORE_INDEX or 0 <= x < self.vocab_size) for x in ex["labels"]):
+                raise DataError(f"record {i}: labels must be token ids or -100.")
+            return ex
+        raise DataError(f"record {i} is a {type(r).__name__}; records must be strings, prompt/completion or "
+                        "messages dicts, or dicts with input_ids.")
+
+    # ------------------------------------------------------------------ data and sampling
+    def attach_dataset(self, records: Any) -> dict[str, Any]:
+        """Tokenise and hold the private data set; sampling (q = batch_size / N) becomes the library's.
+
+        The data set's budget is the workspace's: a data set whose budget is spent is refused.
+        """
+        self.check_open()
+        if self.source is not None:
+            raise StateError("a data set is already attached to this client; create a new client for another data set.")
+        try:
+            from ..records import normalize_records
+        except ImportError:  # pragma: no cover
+            normalize_records = None
+        if normalize_records is not None:
+            records = normalize_records(records)
+        if isinstance(records, (str, bytes)) or not isinstance(records, Sequence) or len(records) == 0:
+            raise DataError("attach_dataset expects a non-empty list of strings or of dicts with input_ids.")
+        examples = [self._encode_record(i, r) for i, r in enumerate(records)]
+        n = len(examples)
+        if self.config.batch_size > n:
+            raise ConfigError(f"batch_size {self.config.batch_size} is larger than the data set ({n} records); "
+                              "lower batch_size or attach more data.")
+        source = DataSource(examples, sample_rate=self.config.batch_size / n, coins=self._coins)
+        info = self.accountant.bind_dataset(digest=source.digest, size=n)  # may refuse: nothing changed
+        self.source = source
+        info = {"records": n, "sample_rate": source.sample_rate, "noise_multiplier": self.accountant.sigma,
+                "max_steps": info.get("max_steps"), "dataset_sha256": source.digest,
+                "dataset_epsilon": info.get("dataset_epsilon", 0.0)}
+        self._audit("attach_dataset", run_record.audit_params("attach_dataset", dataset_sha256=source.digest, n=n), info)
+        self.events.publish("dataset", info)
+        return info
 
     def planned_steps(self, epochs: float | None = None) -> int:
-        if self.sampler is None:
-            raise StateError("attach_dataset(records) first: the number of steps depends on the data set size.")
-        return accounting.steps_for_epochs(sample_rate=self.sampler.sample_rate, epochs=epochs or self.config.epochs)
+        from .. import accounting
 
-    def poisson_batches(self, *, epochs: float | None = None, steps: int | None = None) -> Iterator[PoissonBatch]:
-        """Yield Poisson-sampled batches (possibly empty) for ``epochs`` expected passes or ``steps`` draws."""
-        self._check_open()
-        if self.sampler is None:
+        if self.source is None:
+            raise StateError("attach_dataset(records) first: the number of steps depends on the data set size.")
+        return accounting.steps_for_epochs(sample_rate=self.source.sample_rate, epochs=epochs or self.config.epochs)
+
+    def poisson_batches(self, *, epochs: float | None = None, steps: int | None = None) -> Iterator[Draw]:
+        """Hand out ``steps`` draw handles (or enough for ``epochs`` expected passes), lazily, one per step."""
+        self.check_open()
+        if self.source is None:
             raise StateError("attach_dataset(records) first: the library draws the batches from the attached data.")
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
             raise ConfigError(f"steps must be a positive integer, got {steps!r}.")
-        if epochs is not None and not (isinstance(epochs, (int, float)) and epochs > 0):
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float))
+                                   or not math.isfinite(epochs) or epochs <= 0):
             raise ConfigError(f"epochs must be > 0, got {epochs!r}.")
         total = steps if steps is not None else self.planned_steps(epochs)
-        for _ in range(total):
-            idx = self.sampler.draw()
-            data = collate([self.examples[i] for i in idx], pad_id=self.tokenizer.pad_token_id)
-            yield PoissonBatch(data, session_id=self.session_id, draw=self.sampler.draws, indices=idx)
+        source = self.source
+        source.new_loop()
+
+        def gen() -> Iterator[Draw]:
+            for _ in range(total):
+                yield source.issue()
+
+        return gen()
 
     # ------------------------------------------------------------------ training
-    def _acct(self) -> str:
-        return self.dp.accountant if self.dp else "pld"
+    def _compute(self, b: Batch) -> tuple[float, int, Any]:
+        b = b.to(self.device)
+        t1 = time.perf_counter()
+        logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
+        seq_loss, counts = per_sequence_loss(logits, b.labels)
+        t2 = time.perf_counter()
+        seq_loss.sum().backward()
+        t3 = time.perf_counter()
+        stats = self.acc.absorb(b.size)
+        t4 = time.perf_counter()
+        self.timings["forward"] += t2 - t1
+        self.timings["backward"] += t3 - t2
+        self.timings["clip_accumulate"] += t4 - t3
+        return float(seq_loss.detach().sum()), int(counts.sum()), stats
+
+    def _chunks(self, b: Batch) -> list[Batch]:
+        mb = self.config.micro_batch_size
+        if not mb or b.size <= mb:
+            return [b]
+        return [Batch(b.input_ids[i:i + mb], b.attention_mask[i:i + mb], b.labels[i:i + mb])
+                for i in range(0, b.size, mb)]
 
     def forward_backward(self, batch: Any) -> ForwardBackwardResult:
-        """Per-sequence loss, backward, per-example clip (DP) and accumulate into the current step."""
-        self._check_open()
+        """Per-sequence loss, backward, per-example clip (DP) and accumulate into the current step.
+
+        A :class:`Draw` is checked (ours, unused, in order), charged to the data set's budget, then sampled;
+        a caller-supplied batch is charged by participation count. A refused call changes nothing.
+        """
+        self.check_open()
         t0 = time.perf_counter()
-        is_poisson = isinstance(batch, PoissonBatch) and batch.session_id == self.session_id
-        if self.dp is not None:
-            if self.sampler is None:
-                raise StateError("DP training needs attach_dataset(records) first, so that the library samples "
-                                 "batches (q = batch_size / N) and accounts for them.")
-            if is_poisson and self._pending_draw is not None and batch.draw != self._pending_draw:
-                raise DataError(f"this batch is Poisson draw {batch.draw} but the current step already holds draw "
-                                f"{self._pending_draw}; call optim_step() between draws (chunks of one draw may "
-                                "accumulate, separate draws may not).")
-        b = to_batch(batch, tokenizer=self.tokenizer, vocab_size=self.vocab_size, max_len=self.max_len,
-                     allow_empty=is_poisson)
-        source = "poisson" if is_poisson else "caller-supplied"
+        if isinstance(batch, Draw):
+            if self.source is None:
+                raise StateError("this draw is not from this client: attach_dataset(records) and use this client's "
+                                 "poisson_batches().")
+            self.source.check(batch)
+            self.accountant.charge_draw()  # BudgetExceededError here changes nothing
+            try:
+                idx = self.source.take(batch)
+                b = to_batch(collate(self.source.examples(idx), pad_id=self.tokenizer.pad_token_id),
+                             tokenizer=self.tokenizer, vocab_size=self.vocab_size, max_len=self.max_len,
+                             allow_empty=True)
+            except BaseException:
+                self.accountant.abandon_pending()
+                raise
+            source = "poisson"
+        else:
+            if self.accountant.pending == "poisson":
+                raise StateError("the current step holds a library draw; call optim_step() before passing your "
+                                 "own batch.")
+            b = to_batch(batch, tokenizer=self.tokenizer, vocab_size=self.vocab_size, max_len=self.max_len,
+                         encode=lambda s: self.encode_text(s))
+            self.accountant.charge_caller_batch(_fingerprints(b) if self.dp is not None else [])
+            source = "caller-supplied"
         if b.size == 0:
             res = ForwardBackwardResult(float("nan"), 0.0, 0, 0, 0, 0.0, float("nan"), float("nan"), True,
-                                        self.acc.examples, time.perf_counter() - t0)
+                                        self.acc.examples, time.perf_counter() - t0, source)
         else:
-            b = b.to(self.device)
-            t1 = time.perf_counter()
-            logits = self.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits
-            seq_loss, counts = per_sequence_loss(logits, b.labels)
-            t2 = time.perf_counter()
-            seq_loss.sum().backward()
-            t3 = time.perf_counter()
-            stats = self.acc.absorb(b.size)
-            t4 = time.perf_counter()
-            self.timings["forward"] += t2 - t1
-            self.timings["backward"] += t3 - t2
-            self.timings["clip_accumulate"] += t4 - t3
-            tokens = int(counts.sum())
-            loss_sum = float(seq_loss.detach().sum())
+            loss_sum, tokens, clipped, norms = 0.0, 0, 0, []
+            try:
+                for chunk in self._chunks(b):
+                    ls, tk, stats = self._compute(chunk)
+                    loss_sum += ls
+                    tokens += tk
+                    clipped += stats.clipped
+                    norms.append((stats.norm_mean, stats.norm_max, chunk.size))
+            except BaseException:
+                # Nothing half-done survives: drop the pending step (its charge stands) and stray gradients.
+                self.acc.reset()
+                self.accountant.abandon_pending()
+                self._pending_tokens, self._pending_loss = 0, 0.0
+                raise
+            n = b.size
+            mean = sum(m * k for m, _, k in norms) / n
             res = ForwardBackwardResult(
-                loss=loss_sum / max(tokens, 1), loss_sum=loss_sum, examples=b.size, tokens=tokens,
-                clipped=stats.clipped, clip_fraction=stats.clip_fraction, grad_norm_mean=stats.norm_mean,
-                grad_norm_max=stats.norm_max, noise_only=False, accumulated_examples=self.acc.examples,
-                seconds=time.perf_counter() - t0)
+                loss=loss_sum / max(tokens, 1), loss_sum=loss_sum, examples=n, tokens=tokens, clipped=clipped,
+                clip_fraction=clipped / n, grad_norm_mean=mean, grad_norm_max=max(x for _, x, _ in norms),
+                noise_only=False, accumulated_examples=self.acc.examples, seconds=time.perf_counter() - t0,
+                source=source)
             self._pending_tokens += tokens
             self._pending_loss += loss_sum
-        self.sampling_sources.add(source)
-        if is_poisson:
-            self._pending_draw = batch.draw
         self._audit("forward_backward", {"examples": res.examples, "tokens": res.tokens, "source": source},
                     {"examples": res.examples, "tokens": res.tokens, "source": source})
-        self.events.publish("forward_backward", {k: v for k, v in res.__dict__.items()})
+        self.events.publish("forward_backward", res.to_dict())
         return res
 
-    def optim_step(self, *, learning_rate: float | None = None) -> OptimStepResult:
-        """Noise once (DP), normalise, AdamW step, account. Refused (unchanged) past the ε budget."""
-        self._check_open()
+    @torch.no_grad()
+    def forward(self, batch: Any) -> ForwardResult:
+        """Per-example summed loss and per-token log-probabilities; no gradients, pending step untouched."""
+        self.check_open()
+        if isinstance(batch, Draw):
+            raise DataError("forward() takes your own batch, not a Poisson draw (a draw is for training, once).")
         t0 = time.perf_counter()
-        if learning_rate is not None and not (isinstance(learning_rate, (int, float)) and learning_rate > 0
-                                              and math.isfinite(learning_rate)):
+        b = to_batch(batch, tokenizer=self.tokenizer, vocab_size=self.vocab_size, max_len=self.max_len,
+                     encode=lambda s: self.encode_text(s))
+        hooks = self.acc.hooks
+        was_training = self.model.training
+        if hooks is not None:
+            hooks.disable_hooks()
+        self.model.eval()
+        try:
+            losses: list[float] = []
+            logprobs: list[list[float]] = []
+            tokens: list[list[int]] = []
+            for chunk in self._chunks(b):
+                c = chunk.to(self.device)
+                logits = self.model(input_ids=c.input_ids, attention_mask=c.attention_mask).logits[:, :-1].float()
+                labels = c.labels[:, 1:]
+                lp = torch.log_softmax(logits, dim=-1)
+                keep = labels != IGNORE_INDEX
+                tok_lp = lp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+                for i in range(c.size):
+                    m = keep[i]
+                    row = tok_lp[i][m]
+                    logprobs.append([float(x) for x in row.cpu()])
+                    tokens.append([int(x) for x in labels[i][m].cpu()])
+                    losses.append(float(-row.sum()))
+        finally:
+            if was_training:
+                self.model.train()
+            if hooks is not None:
+                hooks.enable_hooks()
+        return ForwardResult(losses=losses, logprobs=logprobs, tokens=tokens, seconds=time.perf_counter() - t0)
+
+    def optim_step(self, *, learning_rate: float | None = None) -> OptimStepResult:
+        """Noise once (DP), normalise by the expected batch size, AdamW step, record the step."""
+        self.check_open()
+        t0 = time.perf_counter()
+        if learning_rate is not None and (isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float))
+                                          or not (learning_rate > 0 and math.isfinite(learning_rate))):
             raise ConfigError(f"learning_rate must be a positive number, got {learning_rate!r}.")
         dp = self.dp
         if dp is None:
@@ -320,26 +393,20 @@ class TrainingSession:
                 raise StateError("optim_step() with nothing accumulated: call forward_backward(batch) first.")
             noise_std, normaliser = 0.0, float(self.acc.examples)
         else:
-            if self.sampler is None:
-                raise StateError("DP training needs attach_dataset(records) first.")
-            if self.max_steps is not None and self.steps + 1 > self.max_steps:
-                would = accounting.epsilon(self.history + [(self.sigma, self.sampler.sample_rate, 1)],
-                                           delta=dp.target_delta, accountant=self._acct())
-                self.events.publish("budget_refused", {"epsilon_would_be": would, "target": dp.target_epsilon,
-                                                       "step": self.steps})
-                raise BudgetExceededError(
-                    f"this step would spend ε={would:.4g} > target_epsilon={dp.target_epsilon:g} "
-                    f"(δ={dp.target_delta:g}, {self.steps} steps taken); nothing was changed. Stop training, "
-                    "save, or start a new run with a larger budget.")
-            noise_std, normaliser = self.sigma * dp.max_grad_norm, float(self.config.batch_size)
+            if self.accountant.pending is None:
+                raise StateError("optim_step() with nothing drawn: under DP each step releases one draw; call "
+                                 "forward_backward(draw) with the next draw of poisson_batches() first (an empty "
+                                 "draw gives a noise-only step).")
+            assert self.accountant.sigma is not None and self.accountant.max_grad_norm is not None
+            noise_std = self.accountant.sigma * self.accountant.max_grad_norm
+            normaliser = float(self.config.batch_size)
         if learning_rate is not None:
             for g in self.optimizer.param_groups:
                 g["lr"] = float(learning_rate)
         before = None if self._first_step_checked else [p.detach().clone() for p in self.acc.params]
         examples = self.acc.examples
         t1 = time.perf_counter()
-        self.acc.write_grads(noise_std=noise_std, normaliser=normaliser,
-                             generator=self.noise_generator if noise_std > 0 else None)
+        self.acc.write_grads(noise_std=noise_std, normaliser=normaliser, noise=self.noise if noise_std > 0 else None)
         t2 = time.perf_counter()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -349,22 +416,13 @@ class TrainingSession:
         self.timings["optimizer"] += t3 - t2
         if before is not None:
             moved = any(not torch.equal(b, p.detach()) for b, p in zip(before, self.acc.params))
-            if not moved:
+            if not moved and examples:
                 raise StateError("LoRA weights did not change after optim_step: the optimizer holds stale "
                                  "parameters (peft/opacus device-placement trap). Please report this.")
-            self._first_step_checked = True
-        self.steps += 1
-        eps_live = None
+            self._first_step_checked = moved or self._first_step_checked
         t_acc = time.perf_counter()
-        if dp is not None:
-            q = self.sampler.sample_rate
-            if self.history and self.history[-1][:2] == (self.sigma, q):
-                s, qq, n = self.history[-1]
-                self.history[-1] = (s, qq, n + 1)
-            else:
-                self.history.append((self.sigma, q, 1))
-            self.live.step()
-            eps_live = self.live.bound(dp.target_delta)
+        self.accountant.end_step()
+        eps_live = self.accountant.live_epsilon()
         self.timings["accounting"] += time.perf_counter() - t_acc
         now = time.perf_counter()
         dt = now - self._t_last_step
@@ -375,74 +433,76 @@ class TrainingSession:
             "loss": (loss_sum / tokens) if tokens else None, "epsilon": eps_live,
             "target_epsilon": dp.target_epsilon if dp else None, "delta": dp.target_delta if dp else None,
             "examples_per_s": examples / dt if dt > 0 else None, "tokens_per_s": tokens / dt if dt > 0 else None,
-            "noise_only": examples == 0,
+            "noise_only": examples == 0, "seconds": dt,
         }
         self.metrics_history.append(rec)
-        self._pending_draw = None
         self._pending_tokens = 0
         self._pending_loss = 0.0
         res = OptimStepResult(self.steps, examples, noise_std, normaliser, eps_live, time.perf_counter() - t0)
-        self._audit("optim_step", {"step": self.steps}, {"step": self.steps, "examples": examples,
-                                                          "noise_std": noise_std})
+        self._audit("optim_step", run_record.audit_params("optim_step", step=self.steps),
+                    {"step": self.steps, "examples": examples, "noise_std": noise_std})
         self.events.publish("step", rec)
-        if dp is not None and dp.target_epsilon and not self._warned and self.max_steps:
-            if self.steps >= BUDGET_WARN_FRACTION * self.max_steps:
+        if dp is not None and dp.target_epsilon and not self._warned and eps_live is not None:
+            if eps_live >= BUDGET_WARN_FRACTION * dp.target_epsilon:
                 self._warned = True
-                self.events.publish("budget_warning", {"step": self.steps, "max_steps": self.max_steps,
-                                                       "epsilon_live": eps_live, "target": dp.target_epsilon})
+                self.events.publish("budget_warning", {"step": self.steps, "epsilon_live": eps_live,
+                                                       "target": dp.target_epsilon})
         return res
 
     # ------------------------------------------------------------------ privacy metrics
     def sampling_description(self) -> str:
-        if not self.sampling_sources:
-            return "poisson" if self.sampler else "none"
-        if self.sampling_sources == {"poisson"}:
-            return "poisson"
-        if self.sampling_sources == {"caller-supplied"}:
-            return "caller-supplied"
-        return "mixed (poisson and caller-supplied)"
+        return self.accountant.sampling()
 
     def epsilon(self, *, accountant: str | None = None) -> float:
-        """ε spent so far under the reporting accountant (cached per step count)."""
+        """ε the data set has spent (min of the configured accountant's and RDP's bounds)."""
         if self.dp is None:
             return float("inf")
-        acct = accountant or self._acct()
-        if accountant is None and self._eps_cache and self._eps_cache[0] == self.steps:
-            return self._eps_cache[1]
-        eps = accounting.epsilon(self.history, delta=self.dp.target_delta, accountant=acct)
-        if accountant is None:
-            self._eps_cache = (self.steps, eps)
-        return eps
+        if accountant is not None:
+            from .. import accounting
+
+            comp = self.accountant.pool_composition()
+            return accounting.epsilon(list(comp.poisson), delta=self.dp.target_delta, accountant=accountant,
+                                      gaussian_mu2=comp.gaussian_mu2)
+        rep = self.accountant.epsilon_report()
+        return rep.epsilon if rep else float("inf")
 
     def dp_metrics(self) -> DPMetrics:
-        dp = self.dp
-        sampling = self.sampling_description()
-        notes = []
-        if dp is None:
+        acct = self.accountant
+        sampling = acct.sampling()
+        if self.dp is None:
             return DPMetrics(False, float("inf"), None, None, None, self.steps, None, None, self.sample_rate,
-                             self.config.batch_size, len(self.examples) if self.examples else None, None, None,
-                             sampling, False, None, ["differential privacy is off (dp_config=None): no guarantee."])
-        valid = sampling in ("poisson", "none")
-        if not valid:
-            notes.append("batches were not all drawn by the library's Poisson sampler: the reported ε assumes "
-                         "Poisson sampling and is NOT a valid guarantee for this run.")
-        if self.noise_seed_fixed:
-            notes.append("the noise seed was fixed by the caller: anyone who knows it can remove the noise.")
-            valid = False
-        eps = self.epsilon()
+                             self.config.batch_size, self.dataset_size, None, None, sampling, False, None,
+                             ["differential privacy is off (dp_config=None): no guarantee."], noise_source="none",
+                             dataset_sha256=self.dataset_digest)
+        dp = self.dp
+        comp = acct.pool_composition()
+        rep = acct.epsilon_report(comp)
+        own = acct.epsilon_report(acct.own)
+        valid, notes = acct.accounting_valid()
+        remaining_steps = acct.remaining_steps()
+        assert rep is not None
         return DPMetrics(
-            dp_enabled=True, epsilon_spent=eps,
-            epsilon_remaining=(max(dp.target_epsilon - eps, 0.0) if dp.target_epsilon else None),
+            dp_enabled=True, epsilon_spent=rep.epsilon,
+            epsilon_remaining=(max(dp.target_epsilon - rep.epsilon, 0.0) if dp.target_epsilon else None),
             target_epsilon=dp.target_epsilon, delta=dp.target_delta, steps=self.steps,
-            noise_multiplier=self.sigma, max_grad_norm=dp.max_grad_norm, sample_rate=self.sample_rate,
-            expected_batch_size=self.config.batch_size, dataset_size=len(self.examples) if self.examples else None,
-            accountant=self._acct(), epsilon_rdp=self.live.epsilon(dp.target_delta) if self.live else 0.0,
-            sampling=sampling, accounting_valid=valid, max_steps=self.max_steps, notes=notes)
+            noise_multiplier=acct.sigma, max_grad_norm=acct.max_grad_norm, sample_rate=acct.sample_rate,
+            expected_batch_size=self.config.batch_size, dataset_size=self.dataset_size,
+            accountant=acct.accountant_name, epsilon_rdp=rep.epsilon_rdp, sampling=sampling,
+            accounting_valid=valid, max_steps=(self.steps + remaining_steps) if remaining_steps is not None else None,
+            notes=notes, epsilon_accountant=rep.accountant, client_epsilon=own.epsilon if own else None,
+            dataset_steps=comp.steps, dataset_sha256=self.dataset_digest, caller_supplied_mu2=comp.gaussian_mu2,
+            noise_source=("AES-256-CTR keystream, key fixed by the caller (noise_seed)" if self.noise_seed_fixed
+                          else "AES-256-CTR keystream, 256-bit key from the OS"))
+
+    def privacy_record(self) -> dict[str, Any]:
+        """The accountant's part of the run record (for checkpoints and packages)."""
+        comp = self.accountant.pool_composition()
+        return {**self.accountant.state_dict(), "composition": comp.to_dict()}
 
     # ------------------------------------------------------------------ sampling
     def sample(self, prompts, *, max_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
                top_k: int | None = None, stop=None, seed: int | None = None, num_samples: int = 1) -> SampleResult:
-        self._check_open()
+        self.check_open()
         was_training = self.model.training
         hooks = self.acc.hooks
         if hooks is not None:
@@ -451,7 +511,8 @@ class TrainingSession:
         try:
             res = generate(self.model, self.tokenizer, prompts, max_tokens=max_tokens, temperature=temperature,
                            top_p=top_p, top_k=top_k, stop=stop, seed=seed, num_samples=num_samples,
-                           device=self.device, max_positions=self.max_len)
+                           device=self.device, max_positions=self.max_len, generator=self.sample_generator,
+                           limit_name=self._limit_name, encode=lambda s: self.encode_text(s, for_training=False))
         finally:
             if was_training:
                 self.model.train()
@@ -460,6 +521,13 @@ class TrainingSession:
         self._audit("sample", {"prompts": len(res.samples)},
                     {"samples": len(res.samples), "max_tokens": max_tokens, "temperature": float(temperature)})
         return res
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        """A copy of the trainable LoRA weights under PEFT names, on the CPU (what a package would carry)."""
+        from peft import get_peft_model_state_dict
+
+        sd = get_peft_model_state_dict(self.model)
+        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in sd.items()}
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

@@ -28,8 +28,14 @@ _E = F.CERTIFICATE
 
 
 def make_certificate(*, training_config: dict, history: list, steps: int, dataset_size: int | None,
-                     sampling: str, noise_seed_fixed: bool, library: str) -> dict[str, Any]:
-    """Certificate fields from a run's parameters (a checkpoint's state.json has all of them)."""
+                     sampling: str, noise_seed_fixed: bool, library: str, gaussian_mu2: float = 0.0,
+                     sigma: float | None = None) -> dict[str, Any]:
+    """Certificate fields from a run record (a checkpoint's state.json has all of them).
+
+    ``history`` is the data set's whole Poisson composition in the workspace (every client that trained on
+    it, this run included); ``steps`` are this run's own steps; ``gaussian_mu2`` is the caller-supplied part
+    (participation counting). ``epsilon`` is min(accountant, RDP), ``epsilon_accountant`` says which.
+    """
     dp = training_config.get("dp_config")
     if not dp:
         return {"format": F.CERTIFICATE_FORMAT, "dp": False, "steps": int(steps), "library": library,
@@ -38,38 +44,48 @@ def make_certificate(*, training_config: dict, history: list, steps: int, datase
     hist = [[float(s), float(q), int(n)] for s, q, n in history]
     delta = float(dp["target_delta"])
     acct = dp.get("accountant", "pld")
-    eps = accounting.epsilon(hist, delta=delta, accountant=acct)
-    eps_rdp = accounting.epsilon(hist, delta=delta, accountant="rdp")
+    rep = accounting.report(hist, delta=delta, accountant=acct, gaussian_mu2=gaussian_mu2)
     batch = int(training_config["batch_size"])
-    sigma = hist[-1][0] if hist else dp.get("noise_multiplier")
-    q = hist[-1][1] if hist else (batch / dataset_size if dataset_size else None)
-    valid = sampling in ("poisson", "none") and not noise_seed_fixed
+    if sigma is None:
+        sigma = hist[-1][0] if hist else dp.get("noise_multiplier")
+    q = batch / dataset_size if dataset_size else (hist[-1][1] if hist else None)
+    valid = sampling in ("poisson", "none") and not noise_seed_fixed and gaussian_mu2 <= 0
     notes = []
-    if sampling not in ("poisson", "none"):
-        notes.append(f"batches were {sampling}, not all drawn by the library's Poisson sampler: the stated ε "
-                     "assumes Poisson sampling and is NOT a valid guarantee for this run.")
+    if sampling not in ("poisson", "none") or gaussian_mu2 > 0:
+        notes.append(f"batches were {sampling}: the caller-supplied steps are accounted by participation count "
+                     "without amplification (μ-GDP), valid only if which steps a record takes part in does not "
+                     "depend on any record's contents; the library cannot check that, so accounting_valid is false.")
     if noise_seed_fixed:
         notes.append("the noise seed was fixed by the caller: anyone who knows it can remove the noise; the stated "
                      "ε is NOT a valid guarantee.")
     c = float(dp["max_grad_norm"])
+    total_steps = sum(n for _, _, n in hist)
     statement = (f"Trained with DP-SGD for {steps} steps (noise multiplier σ={_g(sigma)}, clipping norm C={_g(c)}, "
-                 f"Poisson sample rate q={_g(q)}). The released adapter satisfies ({eps:.4g}, {delta:g})-differential "
-                 f"privacy with respect to adding or removing one training example, by the {acct.upper()} accountant "
-                 f"(RDP gives ε={eps_rdp:.4g}).")
+                 f"Poisson sample rate q={_g(q)}). Counting every step any client took on this data set in the "
+                 f"workspace ({total_steps} Poisson steps"
+                 + (f" and caller-supplied steps with μ²={gaussian_mu2:.4g}" if gaussian_mu2 > 0 else "")
+                 + f"), the released adapter satisfies ({rep.epsilon:.4g}, {delta:g})-differential privacy with "
+                 f"respect to adding or removing one training example, by the {rep.accountant.upper()} accountant "
+                 f"(the smaller of {acct.upper()}: {rep.epsilon_accountant:.4g} and RDP: {rep.epsilon_rdp:.4g}).")
     if not valid:
         statement += " HOWEVER, this run does not meet the accounting's assumptions: the guarantee is NOT valid."
-    return {
+    cert = {
         "format": F.CERTIFICATE_FORMAT, "dp": True, "mechanism": MECHANISM,
         "noise_multiplier": sigma, "max_grad_norm": c, "sample_rate": q, "expected_batch_size": batch,
         "dataset_size": dataset_size, "steps": int(steps), "history": hist, "delta": delta,
-        "target_epsilon": dp.get("target_epsilon"), "epsilon": eps, "accountant": acct, "epsilon_rdp": eps_rdp,
+        "target_epsilon": dp.get("target_epsilon"), "epsilon": rep.epsilon, "accountant": acct,
+        "epsilon_accountant": rep.accountant, "epsilon_rdp": rep.epsilon_rdp,
         "accountant_version": accounting.accountant_version(),
-        "accountant_parameters": {"pld_value_discretization_interval": accounting.PLD_DISCRETIZATION,
-                                  "rdp_orders": list(accounting.RDP_ORDERS)},
+        "accountant_parameters": {"pld_value_discretization_interval": rep.pld_value_interval
+                                  or accounting.PLD_DISCRETIZATION, "rdp_orders": list(accounting.RDP_ORDERS)},
         "adjacency": ADJACENCY, "sampling": sampling,
-        "noise_seed": "fixed by the caller" if noise_seed_fixed else "secret (drawn from the OS, never stored in clear)",
+        "noise_seed": "fixed by the caller" if noise_seed_fixed else "secret (AES-256-CTR keystream, key from the OS, "
+                                                                     "never stored)",
         "accounting_valid": valid, "notes": notes, "library": library, "statement": statement,
     }
+    if gaussian_mu2 > 0:
+        cert["gaussian_mu2"] = float(gaussian_mu2)
+    return cert
 
 
 def _g(x: Any) -> str:
@@ -112,6 +128,7 @@ def _check(cert: Any) -> dict[str, Any]:
         raise fail(IntegrityError, _E, "'dp' must be true or false.")
     try:
         hist = [(float(s), float(q), int(n)) for s, q, n in cert["history"]]
+        mu2 = float(cert.get("gaussian_mu2", 0.0))
         delta, stated, stated_rdp = float(cert["delta"]), float(cert["epsilon"]), float(cert["epsilon_rdp"])
         steps, acct = int(cert["steps"]), str(cert["accountant"])
         sigma, q, c = cert["noise_multiplier"], cert["sample_rate"], float(cert["max_grad_norm"])
@@ -122,14 +139,18 @@ def _check(cert: Any) -> dict[str, Any]:
         raise fail(IntegrityError, _E, "delta must be in (0, 1), epsilon finite and >= 0, max_grad_norm > 0.")
     if cert.get("adjacency") != ADJACENCY:
         raise fail(IntegrityError, _E, f"adjacency must be {ADJACENCY!r} in TGSP v1.")
-    if sum(n for _, _, n in hist) != steps or any(n <= 0 for _, _, n in hist):
-        raise fail(IntegrityError, _E, "the history's step counts do not add up to 'steps'.")
-    if any(s != sigma or qq != q for s, qq, _ in hist):
+    if any(n <= 0 for _, _, n in hist) or not (0 <= mu2 and math.isfinite(mu2)):
+        raise fail(IntegrityError, _E, "the history has a non-positive step count or gaussian_mu2 is invalid.")
+    if mu2 == 0 and sum(n for _, _, n in hist) < steps:
+        raise fail(IntegrityError, _E, "the history's step counts add up to fewer than 'steps' (the data set's "
+                                       "composition must include this run).")
+    if steps and mu2 == 0 and not any(s == sigma and qq == q for s, qq, _ in hist):
         raise fail(IntegrityError, _E, "the history disagrees with noise_multiplier / sample_rate.")
     n, b = cert.get("dataset_size"), cert.get("expected_batch_size")
     if hist and n and b and not math.isclose(float(q), int(b) / int(n), rel_tol=1e-9):
         raise fail(IntegrityError, _E, f"sample_rate {q} is not expected_batch_size / dataset_size ({b}/{n}).")
-    should_be_valid = cert.get("sampling") in ("poisson", "none") and str(cert.get("noise_seed", "")).startswith("secret")
+    should_be_valid = (cert.get("sampling") in ("poisson", "none") and mu2 == 0
+                       and str(cert.get("noise_seed", "")).startswith("secret"))
     if bool(cert.get("accounting_valid")) and not should_be_valid:
         raise fail(IntegrityError, _E, "claims accounting_valid although its sampling or noise seed break the "
                                        "accounting's assumptions.")
@@ -140,8 +161,13 @@ def _check(cert: Any) -> dict[str, Any]:
             used, tol = "pld", SUBSTITUTE_TOL
         else:
             raise fail(IntegrityError, _E, f"unknown accountant {acct!r} (TGSP v1: pld, prv, rdp).")
-        recomputed = accounting.epsilon(hist, delta=delta, accountant=used)
-        recomputed_rdp = accounting.epsilon(hist, delta=delta, accountant="rdp")
+        recomputed = accounting.epsilon(hist, delta=delta, accountant=used, gaussian_mu2=mu2,
+                                        pld_value_interval=accounting.pld_interval(hist, mu2, delta)
+                                        if used == "pld" else None)
+        recomputed_rdp = accounting.epsilon(hist, delta=delta, accountant="rdp", gaussian_mu2=mu2)
+        # The reported ε is the smaller of the two upper bounds (certificates of tinker-nb 0.1 stated the first).
+        best = min(recomputed, recomputed_rdp)
+        recomputed = best if _close(stated, best, tol) or not _close(stated, recomputed, tol) else recomputed
     except (IntegrityError, ImportError):
         raise
     except Exception as exc:  # noqa: BLE001 - ConfigError from bad σ/q, numeric failures

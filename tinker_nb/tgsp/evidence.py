@@ -18,6 +18,7 @@ from typing import Any
 
 from ..canonical import canonical_json
 from ..errors import IntegrityError, PackageError, SignatureError
+from ..run_record import audit_params
 from ..ledger.log import CHECKPOINT_CONTEXT, checkpoint_message
 from ..ledger.merkle import leaf_hash, verify_inclusion
 from ..security.signing import HybridPublicKey
@@ -51,14 +52,15 @@ def library_versions() -> dict[str, str | None]:
 
 
 def _bindings(state: dict, source: dict | None) -> dict[str, dict]:
-    """The parameters each proven ledger operation was appended with (see engine/session.py, client.py)."""
-    b = {"create_training_client": {"config": state["config"]}}
+    """The parameters each proven ledger operation was appended with (owned by :mod:`tinker_nb.run_record`)."""
+    b = {"create_training_client": audit_params("create_training_client", config=state["config"])}
     if state.get("dataset_sha256"):
-        b["attach_dataset"] = {"dataset_sha256": state["dataset_sha256"], "n": state["dataset_size"]}
+        b["attach_dataset"] = audit_params("attach_dataset", dataset_sha256=state["dataset_sha256"],
+                                           n=state["dataset_size"])
     if state.get("step"):
-        b["optim_step"] = {"step": state["step"]}
+        b["optim_step"] = audit_params("optim_step", step=state["step"])
     if source is not None:
-        b["save_state"] = {"artifact_id": source["artifact_id"], "name": source["name"]}
+        b["save_state"] = audit_params("save_state", artifact_id=source["artifact_id"], name=source["name"])
     return b
 
 

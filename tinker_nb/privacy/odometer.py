@@ -1,0 +1,203 @@
+"""The per-data-set privacy odometer: every charge to a data set's budget, durable, never rolled back.
+
+A *pool* is what a budget belongs to: ``dataset:<sha256 of the tokenised records>`` for an attached data
+set, or ``caller-supplied`` for batches a caller passes without attaching a data set. Every training
+client of a tenant that trains on a pool charges it, across kernels, processes and restarts, in one
+SQLite file of the workspace (``privacy.sqlite``). Nothing in the public API removes or lowers a
+charge: ``load_state`` restores weights, never the odometer.
+
+Torch-free. The charge and its budget check run in one ``BEGIN IMMEDIATE`` transaction, so two
+processes cannot both take the last step that fits.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import accounting
+from ..errors import ConfigError, IntegrityError
+
+__all__ = ["Composition", "PrivacyOdometer", "CALLER_POOL", "dataset_pool"]
+
+CALLER_POOL = "caller-supplied"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pools (
+  tenant TEXT NOT NULL, pool TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
+  PRIMARY KEY (tenant, pool));
+CREATE TABLE IF NOT EXISTS charges (
+  tenant TEXT NOT NULL, pool TEXT NOT NULL, client TEXT NOT NULL,
+  kind TEXT NOT NULL CHECK (kind IN ('poisson', 'gaussian')),
+  sigma REAL NOT NULL, sample_rate REAL NOT NULL,
+  steps INTEGER NOT NULL DEFAULT 0 CHECK (steps >= 0), mu2 REAL NOT NULL DEFAULT 0 CHECK (mu2 >= 0),
+  updated REAL NOT NULL,
+  PRIMARY KEY (tenant, pool, client, kind, sigma, sample_rate));
+CREATE TRIGGER IF NOT EXISTS charges_never_shrink BEFORE UPDATE ON charges
+  WHEN NEW.steps < OLD.steps OR NEW.mu2 < OLD.mu2
+  BEGIN SELECT RAISE(ABORT, 'privacy charges never decrease'); END;
+CREATE TRIGGER IF NOT EXISTS charges_never_deleted BEFORE DELETE ON charges
+  BEGIN SELECT RAISE(ABORT, 'privacy charges are never deleted'); END;
+"""
+
+
+def dataset_pool(digest: str) -> str:
+    """The pool name of an attached data set."""
+    return f"dataset:{digest}"
+
+
+@dataclass(frozen=True)
+class Composition:
+    """What a pool (or one client) has released: Poisson-subsampled Gaussian steps and a caller part.
+
+    ``poisson`` is a run-length list of ``(σ, q, steps)`` (order does not matter: composition commutes);
+    ``gaussian_mu2`` is the μ² of the worst-case record over caller-supplied steps (μ-GDP, no
+    amplification); ``version`` counts the charges the pool has received.
+    """
+
+    poisson: tuple[tuple[float, float, int], ...] = ()
+    gaussian_mu2: float = 0.0
+    version: int = 0
+    by_client: dict[str, int] = field(default_factory=dict, compare=False)
+
+    @property
+    def steps(self) -> int:
+        return int(sum(n for _, _, n in self.poisson))
+
+    @property
+    def empty(self) -> bool:
+        return self.steps == 0 and self.gaussian_mu2 <= 0
+
+    def add_poisson(self, sigma: float, q: float, n: int = 1) -> Composition:
+        runs = dict(((s, qq), k) for s, qq, k in self.poisson)
+        runs[(float(sigma), float(q))] = runs.get((float(sigma), float(q)), 0) + int(n)
+        return Composition(tuple(sorted((s, qq, k) for (s, qq), k in runs.items())), self.gaussian_mu2,
+                           self.version, self.by_client)
+
+    def add_gaussian(self, mu2: float) -> Composition:
+        return Composition(self.poisson, self.gaussian_mu2 + float(mu2), self.version, self.by_client)
+
+    def report(self, *, delta: float, accountant: str = "pld") -> accounting.EpsilonReport:
+        """ε of everything in this composition at ``delta`` (min of the accountant's and RDP's bounds)."""
+        return accounting.report(list(self.poisson), delta=delta, accountant=accountant,
+                                 gaussian_mu2=self.gaussian_mu2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"poisson": [list(h) for h in self.poisson], "gaussian_mu2": self.gaussian_mu2, "steps": self.steps}
+
+
+class PrivacyOdometer:
+    """The charges of every pool of a workspace, in ``privacy.sqlite`` (one connection per object)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"PrivacyOdometer({str(self.path)!r})"
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript(_SCHEMA)
+            except sqlite3.DatabaseError as exc:
+                db.close()
+                raise IntegrityError(f"the privacy odometer {self.path} is not a readable SQLite database "
+                                     f"({exc}); restore it from a backup — never delete it: it is the only "
+                                     "record of the privacy budget already spent.") from None
+            self._db = db
+        return self._db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    @staticmethod
+    def _read(db: sqlite3.Connection, tenant: str, pool: str, client: str | None = None) -> Composition:
+        row = db.execute("SELECT version FROM pools WHERE tenant=? AND pool=?", (tenant, pool)).fetchone()
+        version = int(row[0]) if row else 0
+        where, args = "tenant=? AND pool=?", [tenant, pool]
+        if client is not None:
+            where += " AND client=?"
+            args.append(client)
+        comp = Composition(version=version)
+        by_client: dict[str, int] = {}
+        for kind, sigma, q, steps, mu2, cl in db.execute(
+                f"SELECT kind, sigma, sample_rate, steps, mu2, client FROM charges WHERE {where} "
+                "ORDER BY sigma, sample_rate, client", args):
+            if kind == "poisson":
+                if steps > 0:
+                    comp = comp.add_poisson(sigma, q, steps)
+                    by_client[cl] = by_client.get(cl, 0) + int(steps)
+            elif mu2 > 0:
+                comp = comp.add_gaussian(mu2)
+        return Composition(comp.poisson, comp.gaussian_mu2, version, by_client)
+
+    def composition(self, tenant: str, pool: str, *, client: str | None = None) -> Composition:
+        """Everything charged to ``pool`` (by every client, or by ``client`` only)."""
+        with self._lock:
+            return self._read(self._conn(), tenant, pool, client)
+
+    def pools(self, tenant: str) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._conn().execute("SELECT pool FROM pools WHERE tenant=? ORDER BY created",
+                                                       (tenant,))]
+
+    def charge(self, tenant: str, pool: str, client: str, *, poisson: tuple[float, float] | None = None,
+               gaussian_mu2: float = 0.0,
+               admit: Callable[[Composition, Composition], None] | None = None) -> Composition:
+        """Record one step: a Poisson step ``(σ, q)`` and/or a caller-supplied μ² increase.
+
+        ``admit(current, proposed)`` runs inside the write transaction and may raise (for instance
+        :class:`~tinker_nb.errors.BudgetExceededError`): then nothing is recorded.
+        """
+        if poisson is None and gaussian_mu2 <= 0:
+            raise ConfigError("a charge needs a Poisson step or a positive caller-supplied μ².")
+        if not math.isfinite(gaussian_mu2) or gaussian_mu2 < 0:
+            raise ConfigError(f"caller-supplied μ² must be finite and >= 0, got {gaussian_mu2!r}.")
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._read(db, tenant, pool)
+                prop = cur
+                if poisson is not None:
+                    prop = prop.add_poisson(*poisson)
+                if gaussian_mu2 > 0:
+                    prop = prop.add_gaussian(gaussian_mu2)
+                if admit is not None:
+                    admit(cur, prop)
+                now = time.time()
+                db.execute("INSERT OR IGNORE INTO pools (tenant, pool, version, created) VALUES (?, ?, 0, ?)",
+                           (tenant, pool, now))
+                if poisson is not None:
+                    db.execute(
+                        "INSERT INTO charges (tenant, pool, client, kind, sigma, sample_rate, steps, mu2, updated) "
+                        "VALUES (?, ?, ?, 'poisson', ?, ?, 1, 0, ?) ON CONFLICT (tenant, pool, client, kind, sigma, "
+                        "sample_rate) DO UPDATE SET steps = steps + 1, updated = excluded.updated",
+                        (tenant, pool, client, float(poisson[0]), float(poisson[1]), now))
+                if gaussian_mu2 > 0:
+                    db.execute(
+                        "INSERT INTO charges (tenant, pool, client, kind, sigma, sample_rate, steps, mu2, updated) "
+                        "VALUES (?, ?, ?, 'gaussian', 0, 0, 1, ?, ?) ON CONFLICT (tenant, pool, client, kind, sigma, "
+                        "sample_rate) DO UPDATE SET steps = steps + 1, mu2 = mu2 + excluded.mu2, "
+                        "updated = excluded.updated",
+                        (tenant, pool, client, float(gaussian_mu2), now))
+                db.execute("UPDATE pools SET version = version + 1 WHERE tenant=? AND pool=?", (tenant, pool))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return Composition(prop.poisson, prop.gaussian_mu2, cur.version + 1, prop.by_client)

@@ -1,0 +1,212 @@
+"""The Workspace: one object owns a workspace folder's layout and the objects that live in it.
+
+Layout (every path is relative to the workspace folder)::
+
+    keystore.json     tenant KEKs, wrapped under the root key (security/keys.py)
+    identity.json     the publisher signing key, sealed under the root key (security/identity.py)
+    artifacts/        encrypted checkpoints + their SQLite index (storage.py)
+    audit.sqlite      the audit ledger of every tenant (ledger/)
+    privacy.sqlite    the privacy odometer: every charge to every data set's budget (privacy/)
+
+Every face takes a Workspace: ``ServiceClient(workspace)``, the CLI's ``--workspace`` and the training
+server. A Workspace opens each component once, lazily and thread-safely, and hands out
+:class:`Tenant` views (``workspace.tenant("alice")``) that own the tenant's store and ledger. It is
+torch-free. It is also path-like (``os.fspath(ws)``, ``ws / "audit.sqlite"``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .ledger import AuditLedger
+    from .privacy import PrivacyOdometer
+    from .security.keys import Keystore
+    from .security.signing import HybridSigner
+    from .storage import ArtifactStore
+
+__all__ = ["Workspace", "Tenant", "validate_tenant", "DEFAULT_WORKSPACE", "default_workspace_path"]
+
+DEFAULT_WORKSPACE = ".tinker_nb"
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def validate_tenant(name: Any) -> str:
+    """The one tenant-name rule: 1-64 letters, digits, '-' or '_', starting with a letter or digit."""
+    if not isinstance(name, str) or not _TENANT.match(name):
+        raise ConfigError(f"tenant must be 1-64 letters, digits, '-' or '_' (starting with a letter or digit), "
+                          f"got {name!r}.")
+    return name
+
+
+def default_workspace_path() -> Path:
+    """``$TINKER_NB_WORKSPACE`` or ``./.tinker_nb``."""
+    return Path(os.environ.get("TINKER_NB_WORKSPACE") or DEFAULT_WORKSPACE)
+
+
+class Workspace:
+    """A workspace folder and its keystore, signer, privacy odometer and per-tenant store and ledger."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, passphrase: str | None = None,
+                 key_file: str | os.PathLike | None = None, create: bool = True) -> None:
+        if isinstance(path, Workspace):
+            raise ConfigError("pass the Workspace itself, not Workspace(Workspace(...)).")
+        self.path = Path(path if path is not None else default_workspace_path()).expanduser().resolve()
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"workspace {self.path} is a file; give a folder.")
+        if create:
+            self.path.mkdir(parents=True, exist_ok=True)
+        elif not self.path.is_dir():
+            raise ConfigError(f"workspace {self.path} does not exist.")
+        self._passphrase = passphrase
+        self._key_file = key_file
+        self._lock = threading.RLock()
+        self._keystore: Keystore | None = None
+        self._signer: HybridSigner | None = None
+        self._odometer: PrivacyOdometer | None = None
+        self._tenants: dict[str, Tenant] = {}
+
+    def __repr__(self) -> str:  # no secrets
+        return f"Workspace({str(self.path)!r})"
+
+    # -- path-like ---------------------------------------------------------------------------
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __truediv__(self, other: str | os.PathLike) -> Path:
+        return self.path / other
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Workspace):
+            return self.path == other.path
+        if isinstance(other, (str, os.PathLike)):
+            return self.path == Path(other).resolve()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    # -- layout ------------------------------------------------------------------------------
+    @property
+    def ledger_path(self) -> Path:
+        return self.path / "audit.sqlite"
+
+    @property
+    def odometer_path(self) -> Path:
+        return self.path / "privacy.sqlite"
+
+    # -- components (lazy, opened once) ------------------------------------------------------
+    @property
+    def keystore(self) -> Keystore:
+        with self._lock:
+            if self._keystore is None:
+                from .security.keys import Keystore
+
+                self._keystore = Keystore.open(self.path, passphrase=self._passphrase, key_file=self._key_file)
+            return self._keystore
+
+    @property
+    def signer(self) -> HybridSigner:
+        """The workspace's publisher identity (signs ledger checkpoints and, by default, packages)."""
+        with self._lock:
+            if self._signer is None:
+                from .security.identity import workspace_signer
+
+                self._signer = workspace_signer(self.path, self.keystore)
+            return self._signer
+
+    @property
+    def odometer(self) -> PrivacyOdometer:
+        with self._lock:
+            if self._odometer is None:
+                from .privacy import PrivacyOdometer
+
+                self._odometer = PrivacyOdometer(self.odometer_path)
+            return self._odometer
+
+    def tenant(self, name: str = "default") -> Tenant:
+        """The view of one tenant (validated; its keys are created on first use of its store or ledger)."""
+        name = validate_tenant(name)
+        with self._lock:
+            if name not in self._tenants:
+                self._tenants[name] = Tenant(self, name)
+            return self._tenants[name]
+
+    def tenants(self) -> list[str]:
+        return list(self.keystore.tenants())
+
+    def close(self) -> None:
+        with self._lock:
+            for t in self._tenants.values():
+                t.close()
+            if self._odometer is not None:
+                self._odometer.close()
+
+
+class Tenant:
+    """One tenant of a workspace: its artifact store and its view of the audit ledger."""
+
+    def __init__(self, workspace: Workspace, name: str) -> None:
+        self.workspace = workspace
+        self.name = name
+        self._lock = threading.RLock()
+        self._store: ArtifactStore | None = None
+        self._ledger: AuditLedger | None = None
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"Tenant({self.name!r}, workspace={str(self.workspace.path)!r})"
+
+    def _ensure_keys(self) -> Keystore:
+        ks = self.workspace.keystore
+        with self._lock:
+            if not self._ready:
+                if self.name not in ks.tenants():
+                    ks.create_tenant(self.name)
+                self._ready = True
+        return ks
+
+    @property
+    def keystore(self) -> Keystore:
+        return self._ensure_keys()
+
+    @property
+    def store(self) -> ArtifactStore:
+        with self._lock:
+            if self._store is None:
+                from .storage import ArtifactStore
+
+                self._store = ArtifactStore(self.workspace.path, self._ensure_keys(), tenant=self.name)
+            return self._store
+
+    @property
+    def ledger(self) -> AuditLedger:
+        with self._lock:
+            if self._ledger is None:
+                from .ledger import AuditLedger
+
+                self._ensure_keys()
+                self._ledger = AuditLedger(self.workspace.ledger_path, tenant=self.name, signer=self.workspace.signer)
+            return self._ledger
+
+    @property
+    def odometer(self) -> PrivacyOdometer:
+        return self.workspace.odometer
+
+    def audit(self, operation: str, params: dict, summary: dict | None = None) -> None:
+        """Append one entry to the ledger (digest of params; only the non-secret summary in clear)."""
+        self.ledger.append(operation, params, summary=summary or {})
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ledger is not None and hasattr(self._ledger, "close"):
+                self._ledger.close()
