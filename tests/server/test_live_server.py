@@ -105,6 +105,7 @@ def test_retried_post_applies_one_step(live):
     svc = _remote(srv, keys["alice"]["api_key"])
     tc = svc.create_training_client(training_config())
     tc.attach_dataset(RECORDS)
+    tc.forward_backward(next(iter(tc.poisson_batches(steps=1)))).result()
     h = {"Authorization": f"Bearer {keys['alice']['api_key']}", "Idempotency-Key": "retry-me-1"}
     url = f"{srv.base_url}/api/v1/training_clients/{tc.id}/optim_step"
     first = httpx.post(url, headers=h, timeout=60)
