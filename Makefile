@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m tinker_nb.demo
 
+# JupyterLab from the venv (anywidget and the kernel live there, so the widgets load), on the notebooks.
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks
+
 test: $(STAMP)
 	TINKER_NB_FAST=1 $(BIN)/python -m pytest tests --nbmake notebooks
 
