@@ -172,7 +172,12 @@ def cmd_pubkey(args: argparse.Namespace) -> int:
             d = json.loads(p.read_text())
         except (ValueError, UnicodeDecodeError):
             raise KeyAccessError(f"key file {p} is not valid JSON.") from None
-        key = load_recipient(d) if d.get("type") == "tinker-nb/recipient-identity" else load_public_key(d)
+        if not isinstance(d, dict):
+            raise KeyAccessError(f"key file {p} is not a tinker-nb key file.")
+        if d.get("type") in ("tinker-nb/recipient-identity", "tinker-nb/recipient"):
+            key = load_recipient({k: d.get(k) for k in ("suite", "public_key", "key_id")})  # the public half only
+        else:
+            key = load_public_key(d)
     if args.out:
         if Path(args.out).is_dir():
             raise KeyAccessError(f"cannot write public key file {args.out}: it is a folder.")
