@@ -469,6 +469,10 @@ class RemoteServiceClient(ServiceClient):
         self._clients.append(tc)
         return tc
 
+    def training_clients(self) -> list["RemoteTrainingClient"]:
+        """The open training clients this RemoteServiceClient created, oldest first."""
+        return [tc for tc in self._clients if not tc.closed]
+
     def training_client(self, training_client_id: str) -> "RemoteTrainingClient":
         """Reattach to an open training client of this tenant by id (e.g. from another kernel)."""
         return RemoteTrainingClient(self, self._http.request("GET", f"/training_clients/{training_client_id}"))
@@ -520,6 +524,7 @@ class RemoteTrainingClient(TrainingClient):
             cfg.pop("tenant", None)
             self.config = TrainingConfig.from_dict(cfg)
         self.events = _RemoteEvents(self)
+        self.created_at = time.time()
         self._submit_lock = threading.Lock()
         self._session_view = _RemoteSession(self)
         self.closed = info.get("status") not in ("open", None)
