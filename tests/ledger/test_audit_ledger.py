@@ -175,3 +175,52 @@ def test_two_processes_append_concurrently(tmp_path):
 def test_to_pandas(tmp_path, signer):
     df = _ledger(tmp_path, signer, n=4).to_pandas()
     assert list(df.index) == [0, 1, 2, 3] and set(df["operation"]) == {"optim_step"}
+
+
+# ---------------------------------------------------------------------- issue 13 item 5: the tail
+@pytest.mark.parametrize("op", ["package", "save_state", "rotate_keys", "shred_tenant"])
+def test_releases_saves_and_key_changes_are_followed_by_a_signed_checkpoint(tmp_path, signer, op):
+    led = _ledger(tmp_path, signer, n=3)
+    led.append(op, {"x": 1}, summary={"x": 1})
+    assert led.latest_checkpoint().size == led.size() == 4
+    _sql(led, "DELETE FROM entries WHERE seq=3")  # the release/save vanishes from the tail
+    rep = led.verify()
+    assert not rep.ok and "truncation or rollback" in rep.reason
+
+
+def test_cutting_the_tail_with_its_checkpoints_is_caught_by_a_checkpoint_kept_elsewhere(tmp_path, signer):
+    import json
+
+    from tinker_nb.ledger import load_checkpoint_file
+
+    led = _ledger(tmp_path, signer, n=6)
+    kept = led.checkpoint()
+    (tmp_path / "kept.json").write_text(json.dumps(kept.to_dict()))
+    _sql(led, "DELETE FROM entries WHERE seq>=4")
+    _sql(led, "DELETE FROM checkpoints")
+    assert led.verify().ok  # the file alone cannot tell
+    rep = led.verify(trusted_checkpoints=[load_checkpoint_file(tmp_path / "kept.json")])
+    assert not rep.ok and "truncation or rollback" in rep.reason
+
+
+def test_read_only_ledgers_never_write(tmp_path, signer):
+    from tinker_nb.errors import IntegrityError
+
+    led = _ledger(tmp_path, signer, n=2)
+    led.close()
+    before = (tmp_path / "audit.sqlite").read_bytes()
+    ro = AuditLedger(tmp_path / "audit.sqlite", tenant="t", readonly=True, signer=signer)
+    assert ro.verify().ok and ro.size() == 2
+    with pytest.raises(ConfigError, match="read-only"):
+        ro.append("x")
+    with pytest.raises(ConfigError, match="read-only"):
+        ro.checkpoint()
+    ro.close()
+    assert (tmp_path / "audit.sqlite").read_bytes() == before
+    (tmp_path / "empty.sqlite").write_bytes(b"")
+    with pytest.raises(IntegrityError, match="not an audit ledger"):
+        AuditLedger(tmp_path / "empty.sqlite", tenant="t", readonly=True)
+    assert (tmp_path / "empty.sqlite").read_bytes() == b""
+    with pytest.raises(ConfigError, match="no audit ledger file"):
+        AuditLedger(tmp_path / "missing.sqlite", tenant="t", readonly=True)
+    assert not (tmp_path / "missing.sqlite").exists()

@@ -358,3 +358,34 @@ def test_no_secret_in_the_new_files(ws):
             for s in (b"a secret passphrase", b"tenant secret words", b"PLAINTEXT-WEIGHTS",
                       base64.b64encode(b"tenant secret words")):
                 assert s not in raw, p
+
+
+# ---------------------------------------------------------------------- item 9: small ones
+def test_recipient_identities_store_the_32_byte_x_wing_seed_and_old_files_still_load(tmp_path):
+    import hashlib
+
+    from tinker_nb.security.kem import RecipientIdentity, load_identity
+
+    ident = RecipientIdentity.generate()
+    seed = ident._private_bytes()
+    assert len(seed) == 32
+    exp = hashlib.shake_256(seed).digest(96)  # X-Wing: SHAKE256(seed, 96) = ML-KEM d ‖ z ‖ X25519 key
+    assert RecipientIdentity(exp[:64], exp[64:]).key_id == ident.key_id
+    ident.save(tmp_path / "r.key", passphrase="long enough pw")
+    assert json.loads((tmp_path / "r.key").read_text())["private_key_format"] == "x-wing-seed"
+    assert load_identity(tmp_path / "r.key", passphrase="long enough pw").key_id == ident.key_id
+    from pathlib import Path
+
+    vec = Path(__file__).resolve().parents[1] / "vectors" / "tgsp"
+    old = load_identity(vec / "recipient.key", passphrase="tgsp-test-vector")  # 96-byte form
+    assert old.key_id == json.loads((vec / "recipient.pub").read_text())["key_id"]
+    with pytest.raises(KeyAccessError):
+        RecipientIdentity.from_private_bytes(b"\0" * 64)
+
+
+def test_the_passphrase_error_names_real_options(ws, monkeypatch):
+    Keystore.open(ws, passphrase="pw")
+    with pytest.raises(KeyAccessError) as exc:
+        Keystore.open(ws)
+    msg = str(exc.value)
+    assert "%tinker" not in msg and "ServiceClient(passphrase=...)" in msg and "TINKER_NB_WORKSPACE_PASSPHRASE" in msg
