@@ -195,3 +195,14 @@ def test_the_writer_refuses_packages_that_would_need_zip64(tmp_path):
     with pytest.raises(PackageError, match="over the TGSP v1 limit"):
         write_container(tmp_path / "x.tgsp", entries)
     assert not list(tmp_path.iterdir())
+
+
+def test_the_writer_emits_exactly_the_spec_framing(tmp_path):
+    from tinker_nb.tgsp.container import Container, write_container
+
+    entries = {n: (n * 7).encode() for n in F.ENTRIES}
+    p = write_container(tmp_path / "x.tgsp", entries)
+    assert p.read_bytes() == _make_vectors_module().zip_bytes(entries)
+    with Container(p) as c:  # and the strict reader accepts it
+        assert c.small[F.MANIFEST] == entries[F.MANIFEST]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["x.tgsp"]  # no temp file left

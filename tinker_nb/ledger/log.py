@@ -29,7 +29,7 @@ from typing import Any
 
 from ..canonical import canonical_json
 from ..errors import ConfigError, IntegrityError, SignatureError
-from ..fsio import sqlite_connect
+from ..fsio import immediate_tx, sqlite_connect
 from . import merkle
 
 __all__ = ["AuditLedger", "Entry", "SignedCheckpoint", "VerifyReport", "GENESIS", "CHECKPOINT_CONTEXT",
@@ -221,8 +221,7 @@ class AuditLedger:
         return entry
 
     def _append_tx(self, db, operation: str, digest: str, summ: dict) -> None:
-        try:
-            db.execute("BEGIN IMMEDIATE")  # serialises writers across processes
+        with immediate_tx(db):  # BEGIN IMMEDIATE serialises writers across processes
             last = db.execute("SELECT seq, record_hash FROM entries WHERE tenant=? ORDER BY seq DESC LIMIT 1",
                               (self.tenant,)).fetchone()
             seq, prev = (last[0] + 1, last[1]) if last else (0, GENESIS)
@@ -231,11 +230,6 @@ class AuditLedger:
             db.execute("INSERT INTO entries VALUES (?,?,?,?,?,?,?,?)",
                        (self.tenant, e.seq, e.ts, e.operation, e.params_digest, canonical_json(summ).decode(),
                         e.prev_hash, e.record_hash))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         self._last_appended = e
 
     # ------------------------------------------------------------------ read

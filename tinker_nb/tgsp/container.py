@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import IntegrityError, PackageError, TinkerError
+from ..fsio import atomic_file
 from . import format as F
 
 __all__ = ["write_container", "Container", "fail"]
@@ -53,23 +53,14 @@ def write_container(path: str | os.PathLike, entries: dict[str, bytes]) -> Path:
     out = Path(path)
     if not out.parent.is_dir():
         raise PackageError(f"cannot write {out}: folder {out.parent} does not exist.")
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        with open(tmp, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
-                for name in F.ENTRIES:
-                    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-                    info.compress_type = zipfile.ZIP_STORED
-                    info.create_system = 3
-                    info.external_attr = 0o644 << 16
-                    z.writestr(info, entries[name])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
+    with atomic_file(out, mode=0o644, temp_prefix=f".{out.name}.", temp_suffix=".partial") as f:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=False) as z:
+            for name in F.ENTRIES:
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_STORED
+                info.create_system = 3
+                info.external_attr = 0o644 << 16
+                z.writestr(info, entries[name])
     return out
 
 
