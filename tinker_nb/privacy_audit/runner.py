@@ -122,8 +122,8 @@ class PrivacyAuditResult:
 
     @property
     def leak_detected(self) -> bool:
-        """True when the bound exceeds the reported ε: the DP claim is refuted at this confidence."""
-        return self.epsilon_lower > self.epsilon_reported
+        """True when a DP run's bound exceeds its reported ε: the DP claim is refuted at this confidence."""
+        return self.dp_enabled and self.epsilon_lower > self.epsilon_reported
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "scores"}
@@ -366,7 +366,7 @@ class PrivacyAudit:
         secs["statistics"] = time.perf_counter() - t0 - t_score
         return PrivacyAuditResult(
             epsilon_lower=bound.epsilon_lower, confidence=self.confidence, delta=delta,
-            epsilon_reported=float(metrics.epsilon_spent) if dp else float("inf"),
+            epsilon_reported=_run_epsilon(metrics) if dp else float("inf"),
             accountant=metrics.accountant if dp else None, dp_enabled=dp,
             accounting_valid=bool(metrics.accounting_valid) if dp else False,
             guesses=bound.guesses, correct=bound.correct, k_pos=bound.k_pos, k_neg=bound.k_neg,
@@ -376,6 +376,12 @@ class PrivacyAudit:
             stand_in=stand_in, relative_to_base=self.relative_to_base, seconds=secs,
             canary_digest=self.canaries.digest(), grid=bound.grid, per_choice=bound.per_choice,
             exposure=exposure_summary, notes=all_notes, seeded=self.canaries.seeded or self.coins.seeded)
+
+
+def _run_epsilon(metrics: Any) -> float:
+    """ε of this run's own steps (``client_epsilon``); the data set's total when the client does not say."""
+    own = getattr(metrics, "client_epsilon", None)
+    return float(own if own is not None else metrics.epsilon_spent)
 
 
 def make_canaries(tokenizer: Any, n: int, *, kind: str = "random", length: int | None = None,
