@@ -63,6 +63,17 @@ def _parser() -> _Parser:
     v = sub.add_parser("verify", help="verify a TGSP package")
     v.add_argument("path")
     v.add_argument("--trust", action="append", required=True, help="pinned publisher public key file")
+    pa = sub.add_parser("audit-privacy", help="canary audit: an empirical ε lower bound beside the reported ε")
+    pa.add_argument("--canaries", type=int, default=256, help="number of canaries (each in with --inclusion-prob)")
+    pa.add_argument("--steps", type=int, default=None, help="training steps (default: the config's epochs)")
+    pa.add_argument("--epochs", type=float, default=None)
+    pa.add_argument("--confidence", type=float, default=0.95)
+    pa.add_argument("--inclusion-prob", type=float, default=0.5)
+    pa.add_argument("--kind", choices=["random", "template"], default="random")
+    pa.add_argument("--dataset-size", type=int, default=None,
+                    help="size of the synthetic stand-in (default: the client's data set size)")
+    pa.add_argument("--real-data", metavar="VAR", default=None,
+                    help="audit on this notebook variable's records instead (charged to their budget)")
     return p
 
 
@@ -99,6 +110,8 @@ class TinkerMagics(Magics):
             return BudgetPlanner(**kw)
         if args.cmd == "verify":
             return self._verify(args)
+        if args.cmd == "audit-privacy":
+            return self._audit_privacy(args)
         tc = self._client(args.client)
         from ..errors import TinkerError
 
@@ -193,6 +206,28 @@ class TinkerMagics(Magics):
         except ImportError as exc:  # pragma: no cover
             raise UsageError(f"packaging is unavailable: {exc}") from None
         return tc.package(args.out, recipients=[load_recipient(r) for r in args.recipient])
+
+    def _audit_privacy(self, args):
+        from ..errors import TinkerError
+        from ..privacy_audit import audit_privacy
+
+        tc = self._client(args.client)
+        kw: dict[str, Any] = dict(n_canaries=args.canaries, steps=args.steps, epochs=args.epochs,
+                                  confidence=args.confidence, inclusion_prob=args.inclusion_prob,
+                                  canary_kind=args.kind)
+        try:
+            if args.real_data:
+                if args.real_data not in self.shell.user_ns:
+                    raise UsageError(f"--real-data {args.real_data!r} is not a variable in this notebook.")
+                kw.update(data=self.shell.user_ns[args.real_data], on_real_data=True, service=tc.service)
+            else:
+                size = args.dataset_size or tc.get_dp_metrics().dataset_size
+                if not size:
+                    raise UsageError("attach a data set to the client first, or pass --dataset-size N.")
+                kw.update(dataset_size=int(size))
+            return audit_privacy(tc.config, **kw)
+        except TinkerError as exc:
+            raise UsageError(f"{type(exc).__name__}: {exc}") from None
 
     def _verify(self, args):
         try:
