@@ -58,14 +58,16 @@ class _Http:
         self.client.close()
 
     def request(self, method: str, path: str, *, json_body: Any = None, params: dict | None = None,
-                busy_timeout: float | None = None, raw: bool = False) -> Any:
+                busy_timeout: float | None = None, raw: bool = False, wait_for_queue: bool = False) -> Any:
+        """One API call. ``wait_for_queue``: the answer comes after the client's queued work (no read timeout)."""
         headers = {IDEMPOTENCY_HEADER: uuid.uuid4().hex} if method == "POST" else {}
         busy_deadline = time.monotonic() + (self.busy_timeout if busy_timeout is None else busy_timeout)
         attempt = 0
         while True:
             try:
+                kw = {"timeout": httpx.Timeout(None, connect=10.0)} if wait_for_queue else {}
                 r = self.client.request(method, API_PREFIX + path if not path.startswith("/healthz") else path,
-                                        json=json_body, params=params, headers=headers)
+                                        json=json_body, params=params, headers=headers, **kw)
             except httpx.TransportError as exc:
                 attempt += 1
                 if attempt > self.retries:
@@ -238,7 +240,7 @@ class _RemoteSession:
 
     @property
     def metrics_history(self) -> list[dict]:
-        d = self._tc._http.request("GET", f"/training_clients/{self._tc.id}/metrics_history")
+        d = self._tc._http.request("GET", f"/training_clients/{self._tc.id}/metrics_history", wait_for_queue=True)
         if self._tc.events._thread is None:
             self._tc.events.cursor = int(d.get("last_event_id") or 0)
         return [from_wire(x, cls=dict) for x in d.get("history", [])]
@@ -580,7 +582,7 @@ class RemoteTrainingClient(TrainingClient):
 
         def gen() -> Iterator[RemoteDraw]:
             with self._submit_lock:
-                it = self._http.request("POST", self._path("draws"), json_body=body)
+                it = self._http.request("POST", self._path("draws"), json_body=body, wait_for_queue=True)
             iid = it["iterator_id"]
             while True:
                 with self._submit_lock:
@@ -620,7 +622,7 @@ class RemoteTrainingClient(TrainingClient):
         return self._call("sample", "sample", body)
 
     def get_dp_metrics(self) -> WireObject:
-        return from_wire(self._http.request("GET", self._path("dp_metrics")))
+        return from_wire(self._http.request("GET", self._path("dp_metrics"), wait_for_queue=True))
 
     def metrics_history(self) -> list[dict]:
         return self.session.metrics_history
@@ -646,7 +648,7 @@ class RemoteTrainingClient(TrainingClient):
     # -- audit, packaging, widgets ----------------------------------------------------------------------
     def drain(self) -> None:
         """Wait until every operation submitted so far has run on the server."""
-        self._http.request("POST", self._path("drain"))
+        self._http.request("POST", self._path("drain"), wait_for_queue=True)
 
     def audit_log(self) -> RemoteAuditLog:
         self.drain()

@@ -35,8 +35,8 @@ IDEMPOTENCY_TTL_S = 24 * 3600.0
 IDEMPOTENCY_MAX = 50_000
 
 
-def error_response(type_name: str, message: str, status: int | None = None, **extra: Any) -> JSONResponse:
-    status = status or status_for(type_name)
+def error_response(type_name: str, message: str, http_status: int | None = None, **extra: Any) -> JSONResponse:
+    status = http_status or status_for(type_name)
     headers = {}
     if status == 429:
         headers["Retry-After"] = "1"
@@ -233,13 +233,14 @@ def create_app(workspace: Any = None, *, max_clients: int = 16, allow_models: li
             return error_response("NotFoundError", f"no such endpoint: {request.method} {request.url.path}.")
         if exc.status_code == 405:
             return error_response("ConfigError", f"method {request.method} is not allowed on {request.url.path}.",
-                                  status=405)
-        return error_response("TinkerError", str(exc.detail), status=exc.status_code if exc.status_code < 500 else 400)
+                                  http_status=405)
+        code = exc.status_code if exc.status_code < 500 else 400
+        return error_response("TinkerError", str(exc.detail), http_status=code)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:  # a bug: no traceback to the caller
         log.exception("internal error on %s %s", request.method, request.url.path)
-        return error_response("TinkerError", "internal server error; the server log has the details.", status=500)
+        return error_response("TinkerError", "internal server error; the server log has the details.", http_status=500)
 
     app.include_router(build_router(state))
     app.add_middleware(GuardMiddleware, state=state)

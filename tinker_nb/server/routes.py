@@ -71,7 +71,7 @@ async def _future_answer(job: Job, runner: ClientRunner | None, wait: float) -> 
         from .app import error_response
 
         err = view["error"]
-        return error_response(err["type"], err["message"], future_id=job.future_id, status_value="failed")
+        return error_response(err["type"], err["message"], future_id=job.future_id, status="failed")
     return JSONResponse(view)
 
 

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -305,6 +306,12 @@ class ClientRunner:
         self.tc = None
         self.draws.clear()
         self.iterators.clear()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            try:  # give the failed client's cached blocks back (an OOM must not starve the others)
+                torch.cuda.empty_cache()
+            except Exception:  # noqa: BLE001
+                pass
 
     def _release(self) -> None:
         try:
@@ -338,17 +345,17 @@ class ClientRunner:
         return job
 
     def shutdown(self) -> None:
-        """Server stop: close the in-process client after its queue (best effort)."""
+        """Server stop: drop queued jobs, let the running one finish, close the in-process client."""
+        self._exec.shutdown(wait=False, cancel_futures=True)
         if self.status in ("open", "closing") and self.tc is not None:
             tc = self.tc
-            try:
-                self._exec.submit(tc.close).result(timeout=30)
-            except Exception:  # noqa: BLE001
-                pass
             self.status = "closed"
+            try:
+                tc.close()
+            except Exception:  # noqa: BLE001 - stopping anyway
+                log.exception("closing training client %s at shutdown", self.client_id)
             self._release()
             self.tc = None
-        self._exec.shutdown(wait=False, cancel_futures=True)
         self.events.close()
 
     # ------------------------------------------------------------------ draws
