@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in sections.SECTIONS.items():
         if args.only and name not in args.only:
             continue
+        if name in getattr(sections, "FULL_ONLY", ()) and mode != "full" and not args.only:
+            continue
         t = time.perf_counter()
         print(f"[bench] {name} ...", flush=True)
         try:

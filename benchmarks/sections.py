@@ -81,6 +81,12 @@ def _server(cfg, models):
                           concurrency=(1, 2) if small else (1, 4, 8), concurrent_steps=1 if small else 4)
 
 
+def _privacy_audit(cfg, models):
+    from .privacy_audit_bench import privacy_audit_section
+
+    return privacy_audit_section(full=bool(cfg.get("op_profile")))  # the full settings profile ops
+
+
 SECTIONS = {
     "training_step": _training,
     "scaling": _scaling,
@@ -92,7 +98,10 @@ SECTIONS = {
     "dashboard": _dashboard,
     "end_to_end": _e2e,
     "server": _server,
+    "privacy_audit": _privacy_audit,
 }
+# Sections that only `--full` (make bench-full) runs, unless named with --only.
+FULL_ONLY = frozenset({"privacy_audit"})
 
 
 # ------------------------------------------------------------------------------------------ headline
@@ -126,7 +135,8 @@ def headline(report: dict) -> list[tuple[str, dict, str | None]]:
                  ("secure noise draw / DP step", r["secure_fraction_of_dp_step"], "<= 0.02"),
                  ("torch.normal draw / DP step", r["torch_normal_fraction_of_dp_step"], None),
                  ("secure noise draw (ms)", s["noise"]["ms"]["secure_noise"], None)]
-    for name in ("accounting", "checkpoints", "ledger", "signing", "dashboard", "end_to_end", "server"):
+    for name in ("accounting", "checkpoints", "ledger", "signing", "dashboard", "end_to_end", "server",
+                 "privacy_audit"):
         if name in s:
             rows += [tuple(r) for r in s[name].get("headline", [])]
     return rows
