@@ -314,7 +314,6 @@ def test_a_trusted_checkpoint_kept_elsewhere_detects_cutting_the_tail_and_the_st
     assert json.loads(capsys.readouterr().out)["size"] == 6
     assert main(["audit", "checkpoint", "--workspace", str(ws), "--out", str(kept)]) == EXIT_USAGE  # no --force
     capsys.readouterr()
-    ws.joinpath("identity.json").read_bytes()
     shutil.copy(ws / "identity.json", tmp_path / "identity.backup")
     assert main(["pubkey", "--workspace", str(ws), "--out", str(tmp_path / "ws.pub")]) == EXIT_OK
     # An attacker deletes the release entry AND every stored checkpoint covering it.

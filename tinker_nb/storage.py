@@ -89,6 +89,7 @@ class GarbageReport:
     saves_aborted: list[str] = field(default_factory=list)  # save_begin without a checkpoint: save_aborted logged
     saves_recovered: list[str] = field(default_factory=list)  # indexed without save_state: save_state logged
     missing_files: list[str] = field(default_factory=list)  # indexed, file gone (reported, left as is)
+    unaudited: list[str] = field(default_factory=list)  # indexed without any save entry (saved without a ledger)
     in_progress: list[str] = field(default_factory=list)  # younger than older_than_s: left alone
     checkpoint_signed: bool = False
 
@@ -404,10 +405,12 @@ class ArtifactStore:
         - temp files of interrupted writes are removed;
         - ``.tnc`` files with no index row (a crash between rename and index) are removed: their DEK was
           never stored, so they could never be decrypted;
-        - with ``ledger``: an indexed checkpoint without a ``save_state`` entry (crash between index and
-          ledger commit) gets its ``save_state`` entry (summary ``recovered: true``); a ``save_begin``
-          with neither a checkpoint nor a ``save_state`` gets a ``save_aborted`` entry; a signed ledger
-          checkpoint follows if anything was appended or the head is not yet signed.
+        - with ``ledger``: an indexed checkpoint with a ``save_begin`` but no ``save_state`` entry (crash
+          between index and ledger commit) gets its ``save_state`` entry (summary ``recovered: true``); a
+          ``save_begin`` with neither a checkpoint nor a ``save_state`` gets a ``save_aborted`` entry; a
+          signed ledger checkpoint follows if anything was appended or the head is not yet signed.
+          Indexed artifacts with no save entry at all (saved without ``ledger=``, e.g. server data sets)
+          are listed in ``unaudited`` and left alone.
         Indexed checkpoints whose file is gone are reported in ``missing_files``, never silently dropped.
         """
         if not isinstance(older_than_s, (int, float)) or older_than_s < 0:
@@ -453,10 +456,13 @@ class ArtifactStore:
         for aid, r in sorted(rows.items(), key=lambda kv: kv[1].created):
             if aid in done:
                 continue
+            if aid not in begun:
+                rep.unaudited.append(aid)
+                continue
             if not old(r.created):
                 rep.in_progress.append(aid)
                 continue
-            summ = {k: v for k, v in (begun[aid].summary if aid in begun else {}).items()}
+            summ = dict(begun[aid].summary)
             ledger.append(SAVE_COMMIT, {"artifact_id": aid, "name": r.name},
                           summary={**summ, "artifact_id": aid, "content_sha256": r.content_sha256, "recovered": True})
             rep.saves_recovered.append(aid)

@@ -224,3 +224,18 @@ def test_read_only_ledgers_never_write(tmp_path, signer):
     with pytest.raises(ConfigError, match="no audit ledger file"):
         AuditLedger(tmp_path / "missing.sqlite", tenant="t", readonly=True)
     assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_incremental_checkpoint_roots_equal_the_full_tree_across_writers(tmp_path, signer):
+    from tinker_nb.ledger import merkle
+
+    a = AuditLedger(tmp_path / "audit.sqlite", tenant="t", signer=signer)
+    b = AuditLedger(tmp_path / "audit.sqlite", tenant="t", signer=signer)  # another process's view
+    for i in range(37):
+        (a if i % 3 else b).append("optim_step", {"i": i})
+        if i % 5 == 0:
+            cp = (b if i % 2 else a).checkpoint()
+            assert cp.root_hash == merkle.root(a._leaf_hashes()).hex() and cp.size == i + 1
+    _sql(a, "UPDATE entries SET record_hash='" + "0" * 64 + "' WHERE seq=36")  # rewrite the cached boundary
+    assert a.checkpoint().root_hash == merkle.root(a._leaf_hashes()).hex()  # rebuilt, not stale
+    assert a.verify().ok is False

@@ -389,3 +389,11 @@ def test_the_passphrase_error_names_real_options(ws, monkeypatch):
         Keystore.open(ws)
     msg = str(exc.value)
     assert "%tinker" not in msg and "ServiceClient(passphrase=...)" in msg and "TINKER_NB_WORKSPACE_PASSPHRASE" in msg
+
+
+def test_gc_never_invents_save_entries_for_artifacts_saved_without_a_ledger(ws):
+    st = _store(ws, passphrase="pw")
+    led = AuditLedger(ws / "audit.sqlite", tenant="acme")
+    ds = st.save("dataset", {"records.json": b"[]"}, public={"kind": "dataset"})  # e.g. a server data set
+    rep = st.collect_garbage(older_than_s=0, ledger=led)
+    assert rep.unaudited == [ds.artifact_id] and not rep.changed and led.size() == 0

@@ -162,6 +162,8 @@ class AuditLedger:
         self.last_verification: VerifyReport | None = None
         self._db_lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
+        self._frontier = merkle.Frontier()  # the tree of the entries signed so far, extended by checkpoint()
+        self._frontier_head = GENESIS  # record hash of the last entry pushed into _frontier
         if readonly:
             if not self.path.is_file():
                 raise ConfigError(f"no audit ledger file at {self.path}.")
@@ -301,8 +303,7 @@ class AuditLedger:
             raise ConfigError("this ledger has no signer; pass signer= to sign checkpoints.")
         if self.readonly:
             raise ConfigError("this ledger was opened read-only (for verification); it cannot sign checkpoints.")
-        leaves = self._leaf_hashes()
-        size, root_hex = len(leaves), merkle.root(leaves).hex()
+        size, root_hex = self._current_root()
         ts = datetime.now(timezone.utc).isoformat()
         sig = self.signer.sign(checkpoint_message(self.tenant, size, root_hex, ts), context=CHECKPOINT_CONTEXT)
         cp = SignedCheckpoint(size, root_hex, ts, self.tenant, self.signer.key_id, base64.b64encode(sig).decode(),
@@ -311,6 +312,26 @@ class AuditLedger:
             db.execute("INSERT INTO checkpoints VALUES (?,?,?,?,?,?,?)",
                        (self.tenant, cp.size, cp.root_hash, cp.timestamp, cp.key_id, cp.signature, cp.public_key))
         return cp
+
+    def _current_root(self) -> tuple[int, str]:
+        """(size, root hex) of the ledger now: the cached frontier extended by the entries appended since
+        (by any process), so signing after every save costs O(new entries), not O(n). If the entry at the
+        cached boundary no longer has the hash the frontier was built from, the tree is rebuilt from scratch."""
+        with self._db_lock:
+            f = self._frontier
+            if f.size:
+                r = self._rows(f.size - 1, f.size)
+                if not r or r[0][7] != self._frontier_head:
+                    f, self._frontier, self._frontier_head = merkle.Frontier(), merkle.Frontier(), GENESIS
+            rows = self._rows(f.size)
+            for i, r in enumerate(rows):
+                if r[0] != f.size:
+                    # not contiguous (an entry is missing): sign what the entries really are
+                    leaves = self._leaf_hashes()
+                    return len(leaves), merkle.root(leaves).hex()
+                f.push(merkle.leaf_hash(bytes.fromhex(r[7])))
+                self._frontier_head = r[7]
+            return f.size, f.root().hex()
 
     def checkpoints(self) -> list[SignedCheckpoint]:
         with self._connect() as db:
