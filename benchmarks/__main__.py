@@ -41,7 +41,7 @@ SMOKE = dict(train=dict(batch=2, seq=16, rank=2),
              scale_grid={"batch": [2], "model": ["embedded"]},
              noise_rounds=dict(min_rounds=2, max_rounds=2, time_cap_s=30),
              acct_steps=20, acct_repeats=1, ckpt_sizes_mb=[1], ckpt_repeats={1: 2}, ledger_n=500, e2e_steps=2,
-             dash_steps=3, phase_steps=1, op_profile=False)
+             dash_steps=3, phase_steps=1, op_profile=False, noise_large_n=100_000, noise_large_repeats=1)
 
 
 def main(argv: list[str] | None = None) -> int:

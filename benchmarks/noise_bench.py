@@ -12,8 +12,31 @@ from typing import Any
 from .common import interleaved, scaled
 
 
+def gpu_adapter_parameters(rank: int = 16) -> int:
+    from .gpu import FULL_MODEL as m
+
+    kv = m["hidden"] * m["kv_heads"] // m["heads"]
+    h, i = m["hidden"], m["intermediate"]
+    per_layer = rank * ((h + h) * 2 + (h + kv) * 2 + (h + i) * 3)
+    return per_layer * m["layers"]
+
+
+def large_draw(secure: Any, gen: Any, dev: Any, *, n: int, repeats: int) -> dict[str, Any]:
+    import torch
+
+    from .common import summary, timed
+
+    ts, tt = [], []
+    for _ in range(repeats):
+        ts.append(timed(lambda: secure.normal((n,), 1.0, device=dev))[0])
+        tt.append(timed(lambda: torch.normal(0.0, 1.0, size=(n,), generator=gen, device=dev))[0])
+    return {"parameters": n, "secure_ms": scaled(summary(ts, kind="absolute", unit="s"), 1000, "ms"),
+            "torch_normal_ms": scaled(summary(tt, kind="absolute", unit="s"), 1000, "ms"),
+            "secure_vs_torch_normal": summary([a / b for a, b in zip(ts, tt)], kind="ratio")}
+
+
 def noise_section(model_dir: str, *, batch: int, seq: int, rank: int, min_rounds: int, max_rounds: int,
-                  time_cap_s: float) -> dict[str, Any]:
+                  time_cap_s: float, large_n: int | None = None, large_repeats: int = 3) -> dict[str, Any]:
     try:
         from tinker_nb.engine.noise import GaussianNoise
     except ImportError:
@@ -37,7 +60,11 @@ def noise_section(model_dir: str, *, batch: int, seq: int, rank: int, min_rounds
                     time_cap_s=time_cap_s)
     step.close()
     r = t["ratios"]
+    # The bench-gpu adapter (LoRA r=16 on all 7 projections of the ~0.7 B config: 10.4 M parameters) —
+    # a size where drawing the noise is no longer small next to a step.
+    big = large_draw(secure, gen, dev, n=large_n, repeats=large_repeats) if large_n else None
     return {"settings": {"parameters": n, "batch": batch, "seq": seq, "rank": rank, "device": str(dev)},
+            "large": big,
             "timing": {k: v for k, v in t.items() if k not in ("step_seconds", "ratios", "cpu_ratios")},
             "ms": {k: scaled(v, 1000, "ms") for k, v in t["step_seconds"].items()},
             "ratios": {"secure_vs_torch_normal": r["secure_noise/torch_normal"],

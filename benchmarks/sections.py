@@ -30,9 +30,11 @@ def _scaling(cfg, models):
 
 
 def _noise(cfg, models):
-    from .noise_bench import noise_section
+    from .noise_bench import gpu_adapter_parameters, noise_section
 
-    return noise_section(models["embedded"], **_train_kw(cfg), **_rounds(cfg, "noise_rounds"))
+    return noise_section(models["embedded"], **_train_kw(cfg), **_rounds(cfg, "noise_rounds"),
+                         large_n=cfg.get("noise_large_n", gpu_adapter_parameters()),
+                         large_repeats=cfg.get("noise_large_repeats", 3))
 
 
 def _accounting(cfg, models):
@@ -76,7 +78,8 @@ def _server(cfg, models):
     from .server_bench import server_section
 
     t, small = cfg["train"], cfg.get("e2e_steps", 10) <= 2  # --smoke runs it tiny
-    return server_section(models["embedded"], batch=t["batch"], seq=t["seq"], rank=t["rank"],
+    # the server serves models by reference (its allow list), not by the resolved folder
+    return server_section("tinker-nb/tiny-llama", batch=t["batch"], seq=t["seq"], rank=t["rank"],
                           steps=2 if small else 16, latency_requests=30 if small else 300,
                           concurrency=(1, 2) if small else (1, 4, 8), concurrent_steps=1 if small else 4)
 
@@ -135,6 +138,11 @@ def headline(report: dict) -> list[tuple[str, dict, str | None]]:
                  ("secure noise draw / DP step", r["secure_fraction_of_dp_step"], "<= 0.02"),
                  ("torch.normal draw / DP step", r["torch_normal_fraction_of_dp_step"], None),
                  ("secure noise draw (ms)", s["noise"]["ms"]["secure_noise"], None)]
+        big = s["noise"].get("large")
+        if big:
+            m = big["parameters"] / 1e6
+            rows += [(f"secure noise draw, {m:.1f} M parameters (ms)", big["secure_ms"], None),
+                     (f"torch.normal draw, {m:.1f} M parameters (ms)", big["torch_normal_ms"], None)]
     for name in ("accounting", "checkpoints", "ledger", "signing", "dashboard", "end_to_end", "server",
                  "privacy_audit"):
         if name in s:
