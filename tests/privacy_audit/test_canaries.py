@@ -96,3 +96,10 @@ def test_sealed_coins_other_mix_keeps_fair_coins_for_the_bound(p):
 def test_inclusion_prob_outside_0_1(p):
     with pytest.raises(ConfigError, match="inclusion_prob"):
         SealedCoins(10, p)
+
+
+def test_templated_secret_inside_a_chat_record_is_found(tok):
+    ts = CanarySet.templated(4, tokenizer=tok, seed=5)
+    secret = ts.text(0).split()[-1]
+    with pytest.raises(DataError, match="contains a canary secret"):
+        ts.check_disjoint([{"prompt": "q", "completion": f"it is {secret}"}])

@@ -16,6 +16,7 @@ score is fixed. Canary content, order and position never depend on the coins.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import secrets
 from collections.abc import Iterable, Sequence
@@ -207,10 +208,11 @@ class CanarySet:
                 ids = tuple(int(x) for x in r["input_ids"])
                 if ids in ids_set:
                     raise DataError(f"data record {i} is identical to a canary; canaries must be new, unique records.")
-            elif isinstance(r, str) and self.kind == "template":
+            elif self.kind == "template" and isinstance(r, (str, dict)):
                 if secrets_text is None:
                     secrets_text = {self.text(j).split()[-1] for j in range(len(self))}
-                if any(s in r for s in secrets_text if len(s) >= 4):
+                text = r if isinstance(r, str) else json.dumps(r, ensure_ascii=False, default=str)
+                if any(s in text for s in secrets_text if len(s) >= 4):
                     raise DataError(f"data record {i} contains a canary secret; draw new canaries (seed) or "
                                     "remove the record.")
 

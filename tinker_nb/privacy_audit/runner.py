@@ -271,6 +271,7 @@ class PrivacyAudit:
 
     def records(self, data: Sequence[Any]) -> list[Any]:
         """``data`` followed by one slot per canary: the canary if its coin says so, else a placeholder."""
+        data = _normalized(data)
         if isinstance(data, (str, bytes)) or not isinstance(data, Sequence):
             raise DataError("data must be a list of records (strings or dicts).")
         self.canaries.check_disjoint(data)
@@ -378,6 +379,17 @@ class PrivacyAudit:
             exposure=exposure_summary, notes=all_notes, seeded=self.canaries.seeded or self.coins.seeded)
 
 
+def _normalized(data: Any) -> Any:
+    """The library's own reading of user data (lists, pandas, .jsonl/.csv/.txt paths, HF datasets)."""
+    if isinstance(data, (list, tuple)):
+        return data
+    try:
+        from ..records import normalize_records
+    except ImportError:  # pragma: no cover - older tinker_nb
+        return data
+    return normalize_records(data)
+
+
 def _run_epsilon(metrics: Any) -> float:
     """ε of this run's own steps (``client_epsilon``); the data set's total when the client does not say."""
     own = getattr(metrics, "client_epsilon", None)
@@ -430,6 +442,8 @@ def audit_privacy(config: TrainingConfig, data: Sequence[Any] | None = None, *, 
         raise ConfigError(f"canary_kind must be one of {KINDS}, got {canary_kind!r}.")
     if steps is not None and epochs is not None:
         raise ConfigError("give steps or epochs, not both.")
+    if data is not None:
+        data = _normalized(data)
     if on_real_data:
         if data is None:
             raise ConfigError("on_real_data=True needs the data to audit.")
