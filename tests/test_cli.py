@@ -363,3 +363,36 @@ def test_exported_adapter_config_names_the_signed_model_ref_not_a_local_path(tmp
     assert cfg["base_model_name_or_path"] == manifest["base_model"]["ref"]
     assert not Path(cfg["base_model_name_or_path"]).is_absolute()
     assert "site-packages" not in (out / "adapter_config.json").read_text()
+
+
+def test_cli_opens_a_tenant_with_its_own_secret_and_refuses_shredded_ones(tmp_path, monkeypatch, capsys):
+    from tinker_nb.security.keys import Keystore
+    from tinker_nb.storage import ArtifactStore
+
+    ws = tmp_path / "ws"
+    ks = Keystore.open(ws, passphrase="ws pw")
+    ks.create_tenant("alice", secret="alice secret words")
+    aid = ArtifactStore(ws, ks, tenant="alice").save("a", {"w": b"1"}, public={"step": 3}).artifact_id
+    ks.create_tenant("gone")
+    ks.destroy_tenant("gone")
+    monkeypatch.setenv("TINKER_NB_WORKSPACE_PASSPHRASE", "ws pw")
+    argv = ["checkpoints", "--workspace", str(ws), "--tenant", "alice", "--json"]
+    assert main(argv) == EXIT_KEYS
+    _one_line_error(capsys, "$TINKER_NB_TENANT_PASSPHRASE")
+    monkeypatch.setenv("TINKER_NB_TENANT_PASSPHRASE", "wrong secret words")
+    assert main(argv) == EXIT_KEYS
+    _one_line_error(capsys, "wrong secret")
+    monkeypatch.setenv("TINKER_NB_TENANT_PASSPHRASE", "alice secret words")
+    assert main(argv) == EXIT_OK
+    assert [r["artifact_id"] for r in json.loads(capsys.readouterr().out)] == [aid]
+    assert main(["checkpoints", "--workspace", str(ws), "--tenant", "gone"]) == EXIT_KEYS
+    _one_line_error(capsys, "crypto-shredded")
+    # an edited index row is refused by `checkpoints` (authenticated listing)
+    _sql(ws / "artifacts.sqlite", "UPDATE artifacts SET name='FINAL-approved'")
+    assert main(argv) == EXIT_VERIFY
+    _one_line_error(capsys, "IntegrityError", "'name'")
+    # a malformed keystore.json is refused, not rebuilt
+    (ws / "keystore.json").write_text("{}")
+    assert main(argv) == EXIT_VERIFY
+    _one_line_error(capsys, "keystore.json is malformed")
+    assert (ws / "keystore.json").read_text() == "{}"
