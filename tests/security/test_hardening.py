@@ -397,3 +397,39 @@ def test_gc_never_invents_save_entries_for_artifacts_saved_without_a_ledger(ws):
     ds = st.save("dataset", {"records.json": b"[]"}, public={"kind": "dataset"})  # e.g. a server data set
     rep = st.collect_garbage(older_than_s=0, ledger=led)
     assert rep.unaudited == [ds.artifact_id] and not rep.changed and led.size() == 0
+
+
+def test_a_deleted_keystore_is_not_silently_recreated(ws):
+    st = _store(ws, passphrase="pw")
+    info = st.save("keep", {"w": b"k"})
+    (ws / "keystore.json").unlink()
+    with pytest.raises(IntegrityError, match="keystore.json.bak"):
+        Keystore.open(ws, passphrase="pw")
+    assert not (ws / "keystore.json").exists()
+    (ws / "keystore.json").write_bytes((ws / "keystore.json.bak").read_bytes())
+    assert _store(ws, passphrase="pw").load(info.artifact_id)[0]["w"] == b"k"
+
+
+def test_retire_in_another_process_during_a_save(ws, monkeypatch):
+    """Process B (a real second process) rotates and retires version 1 while process A is mid-save."""
+    st = _store(ws, passphrase="pw")
+    code = textwrap.dedent(f"""
+        from tinker_nb.security.keys import Keystore
+        from tinker_nb.storage import ArtifactStore
+        st = ArtifactStore({str(ws)!r}, Keystore.open({str(ws)!r}, passphrase="pw"), tenant="acme")
+        st.rotate()
+        st.retire(1)
+        print("retired")
+    """)
+
+    def other_process(name):
+        if name == "file_renamed":
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+            assert out.stdout.strip() == "retired", out.stderr[-2000:]
+
+    monkeypatch.setattr(storage, "_crash_point", other_process)
+    info = st.save("mid", {"w": b"m" * 1000})
+    monkeypatch.undo()
+    assert info.encryption["key_version"] == 2
+    assert ArtifactStore(ws, Keystore.open(ws, passphrase="pw"), tenant="acme").load(info.artifact_id)[0]["w"] \
+        == b"m" * 1000

@@ -270,6 +270,12 @@ class Keystore:
         ws.mkdir(parents=True, exist_ok=True)
         path = ws / KEYSTORE_FILE
         with _flock(ws, exclusive=True):  # two processes creating one workspace make one keystore
+            if not path.exists():
+                traces = [n for n in (BACKUP_FILE, "artifacts.sqlite", "identity.json") if (ws / n).exists()]
+                if traces:
+                    raise IntegrityError(f"{path} is missing but this workspace already has {', '.join(traces)}: "
+                                         f"its keys are not re-created silently. Restore {KEYSTORE_FILE} (copy "
+                                         f"{BACKUP_FILE} over it, or from your backup); nothing was changed.")
             data = read_keystore(path) if path.exists() else None
             root, kdf, source = cls._root_key(ws, data, passphrase=passphrase, key_file=key_file, env_var=env_var)
             if data is None:
