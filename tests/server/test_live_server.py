@@ -188,3 +188,46 @@ def test_service_client_with_base_url_is_remote(live):
     except TypeError:
         pytest.skip("ServiceClient(base_url=...) is not routed to RemoteServiceClient yet (client.py hook)")
     assert isinstance(svc, RemoteServiceClient) and svc.tenant == "alice"
+
+
+def test_readme_quickstart_against_the_server(live, monkeypatch, tmp_path):
+    """The README quick start, call for call, with ServiceClient() pointed at the server by environment only."""
+    from tinker_nb import DPConfig, LoRAConfig, ServiceClient, TrainingConfig
+    from tinker_nb.remote import RemoteServiceClient
+    from tinker_nb.security.kem import RecipientIdentity
+
+    srv, keys = live
+    monkeypatch.setenv("TINKER_NB_BASE_URL", srv.base_url)
+    monkeypatch.setenv("TINKER_NB_API_KEY", keys["alice"]["api_key"])
+    monkeypatch.setenv("TINKER_NB_NO_WIDGETS", "1")
+    monkeypatch.chdir(tmp_path)
+    records = RECORDS                              # (the README uses demo_records(2000); tiny here)
+    service = ServiceClient()
+    if not isinstance(service, RemoteServiceClient):
+        pytest.skip("ServiceClient() does not honour $TINKER_NB_BASE_URL in this core")
+    tc = service.create_training_client(TrainingConfig(
+        model_ref="tinker-nb/tiny-llama",
+        lora_config=LoRAConfig(rank=4, alpha=8),
+        dp_config=DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, target_epsilon=8.0, target_delta=1e-3,
+                           accountant="rdp"),
+        batch_size=4, epochs=0.3))
+    tc.attach_dataset(records)
+    for batch in tc.poisson_batches(epochs=0.3):
+        fut = tc.forward_backward(batch)
+        tc.optim_step()
+    assert fut.result().examples >= 0
+    m = tc.get_dp_metrics()
+    assert m.steps == 3 and 0 < m.epsilon_spent < 8.0
+    r = tc.sample(["Patient note:"], max_tokens=8, temperature=0.7, top_p=0.9, top_k=50)
+    assert isinstance(r.samples[0].completion, str)
+    res = tc.save_state("epoch-1", metadata={"note": "first epoch"})
+    tc.load_state(res.artifact_id)
+    assert tc.audit_log().verify()
+    assert tc.dashboard() is not None
+    alice_public_key = RecipientIdentity.generate().public_key()
+    tc.package("model.tgsp", recipients=[alice_public_key])
+    service.publisher_key().save("publisher.pub")
+    from tinker_nb.cli import main
+
+    assert main(["verify", "model.tgsp", "--trust", "publisher.pub"]) == 0
+    tc.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from .conftest import CONFIG, RECORDS
 
 API = "/api/v1"
@@ -209,3 +211,39 @@ def test_errors_keep_their_type_and_skip_later_steps(app_env):
                headers=a)
     assert r.status_code == 422 and err(r) == "DataError"
     assert c.get(f"{API}/training_clients/{cid}", headers=a).json()["status"] == "open"
+
+
+def test_create_app_takes_a_workspace_object(tmp_path):
+    from fastapi.testclient import TestClient
+
+    workspace = pytest.importorskip("tinker_nb.workspace")
+    from tinker_nb.server import create_app
+
+    ws = workspace.Workspace(tmp_path / "wsobj")
+    app = create_app(ws, max_clients=1)
+    key, info = app.state.tinker.apikeys.create("carol")
+    with TestClient(app) as c:
+        h = {"X-API-Key": key}
+        assert c.get(f"{API}/whoami", headers=h).json() == {"tenant": "carol", "key_id": info.key_id}
+        assert c.get(f"{API}/checkpoints", headers=h).json() == []
+        assert c.get(f"{API}/publisher_key", headers=h).json()["key_id"]
+        assert c.get(f"{API}/audit/state", headers=h).status_code == 200
+
+
+def test_apikey_cli(tmp_path, capsys):
+    from tinker_nb.cli import main
+
+    ws = str(tmp_path / "ws")
+    assert main(["apikey", "create", "--workspace", ws, "--tenant", "dora", "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert set(made) == {"api_key", "tenant", "key_id"} and made["api_key"].startswith("tml-")
+    assert main(["apikey", "list", "--workspace", ws, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [k["key_id"] for k in listed] == [made["key_id"]] and made["api_key"] not in json.dumps(listed)
+    assert main(["apikey", "revoke", made["key_id"], "--workspace", ws]) == 0
+    capsys.readouterr()
+    assert main(["apikey", "list", "--workspace", ws, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["revoked"] is not None
+    assert main(["apikey", "create", "--workspace", ws, "--tenant", "bad name!"]) == 2
+    assert main(["apikey", "revoke", "nope", "--workspace", ws]) != 0
+    assert made["api_key"].encode() not in (tmp_path / "ws" / "apikeys.sqlite").read_bytes()

@@ -130,5 +130,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                      idle_timeout_s=args.idle_timeout)
     print(f"tinker-nb serve: workspace {Path(args.workspace).resolve()} on http://{args.host}:{args.port} "
           f"(max {args.max_clients} training clients)", file=sys.stderr, flush=True)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print("tinker-nb serve: listening beyond this machine without TLS: API keys are bearer tokens, put a "
+              "TLS-terminating proxy in front (docs/SERVER.md).", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, workers=1, access_log=False)
     return 0
