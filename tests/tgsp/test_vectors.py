@@ -206,3 +206,27 @@ def test_the_writer_emits_exactly_the_spec_framing(tmp_path):
     with Container(p) as c:  # and the strict reader accepts it
         assert c.small[F.MANIFEST] == entries[F.MANIFEST]
     assert sorted(x.name for x in tmp_path.iterdir()) == ["x.tgsp"]  # no temp file left
+
+
+def test_reference_verifier_opens_with_an_x_wing_seed(tmp_path):
+    """A package for a recipient whose private key is a 32-byte X-Wing seed opens in the reference verifier."""
+    from tinker_nb.security.kem import RecipientIdentity
+    from tinker_nb.security.signing import HybridSigner
+    from tinker_nb.tgsp.package import build_package
+
+    with zipfile.ZipFile(PKG) as z:
+        e = {n: z.read(n) for n in F.ENTRIES}
+    ident = RecipientIdentity.generate()
+    signer = HybridSigner.from_private_bytes(bytes.fromhex(KEYS["publisher"]["private_key"]))
+    adapter, _, _ = unseal_adapter(PKG, identity=load_identity(VEC / "recipient.key", passphrase="tgsp-test-vector"),
+                                   trust=[PUB])
+    m = json.loads(e[F.MANIFEST])
+    out = tmp_path / "seed.tgsp"
+    build_package(out, adapter=adapter, base_model=m["base_model"], lora_config=m["lora_config"],
+                  tokenizer_sha256=m["tokenizer_sha256"], evidence=json.loads(e[F.EVIDENCE]),
+                  certificate=json.loads(e[F.CERTIFICATE]), signer=signer, recipients=[ident.public_key()])
+    assert len(ident._private_bytes()) == 32
+    res = subprocess.run([sys.executable, str(REF), str(out), str(PUB), "--recipient-key", ident._private_bytes().hex()],
+                         capture_output=True, text=True, timeout=300)
+    doc = json.loads(res.stdout)
+    assert doc["ok"] and doc["adapter_sha256"] == hashlib.sha256(adapter).hexdigest(), res.stdout[-2000:]

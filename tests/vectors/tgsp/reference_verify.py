@@ -275,6 +275,10 @@ def verify(path: str, publisher: dict, now: datetime, recipient_key: bytes | Non
         from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
         from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+        if len(recipient_key) == 32:  # X-Wing seed: SHAKE256(seed, 96) = ML-KEM d ‖ z ‖ X25519 key (spec §3)
+            recipient_key = hashlib.shake_256(recipient_key).digest(96)
+        if len(recipient_key) != 96:
+            raise Fail("a recipient private key is 32 bytes (X-Wing seed) or 96 bytes (expanded)")
         sk = hpke.MLKEM768X25519PrivateKey(MLKEM768PrivateKey.from_seed_bytes(recipient_key[:64]),
                                            X25519PrivateKey.from_private_bytes(recipient_key[64:96]))
         label, pid = b"tgsp/v1/package-key", m["package_id"].encode()
@@ -303,7 +307,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("package")
     ap.add_argument("publisher", help="publisher public key JSON file")
-    ap.add_argument("--recipient-key", help="hex of a raw recipient private key (ML-KEM seed 64 B ‖ X25519 32 B)")
+    ap.add_argument("--recipient-key", help="hex of a raw recipient private key: the 32-byte X-Wing seed, or the "
+                                            "96-byte expanded form (ML-KEM seed 64 B ‖ X25519 32 B)")
     ap.add_argument("--now", help="evaluate validity at this UTC time (YYYY-MM-DDTHH:MM:SSZ)")
     a = ap.parse_args(argv)
     now = (datetime.strptime(a.now, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc) if a.now
