@@ -10,7 +10,7 @@ import sys
 
 def test_demo_trains_reports_epsilon_saves_and_verifies(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", TINKER_NB_KEY_DIR=str(tmp_path / "keys"))
-    out = subprocess.run([sys.executable, "-m", "tinker_nb.demo", "--steps", "6", "--records", "400", "--batch", "16",
+    out = subprocess.run([sys.executable, "-m", "tinker_nb.demo", "--steps", "6", "--records", "400", "--batch", "16", "--heldout", "20",
                           "--workspace", str(tmp_path / "ws")], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
@@ -21,3 +21,16 @@ def test_demo_trains_reports_epsilon_saves_and_verifies(tmp_path):
     assert re.search(r"saved encrypted checkpoint [0-9a-f]+ \(AES-256-GCM", text), text
     assert re.search(r"audit ledger: \d+ entries, ok=True", text)
     assert "Traceback" not in out.stderr
+    m = re.search(r"held-out loss per token on 20 unseen notes: ([0-9.]+) -> ([0-9.]+)", text)
+    assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0
+    assert "before:" in text and "after:" in text
+
+
+def test_demo_split_is_disjoint_and_deterministic():
+    from tinker_nb.demo import DEMO, demo_split
+
+    train, held = demo_split(500, 50)
+    assert len(train) == 500 and len(held) == 50 and not set(train) & set(held)
+    assert demo_split(500, 50) == (train, held)
+    assert all(r.startswith("Patient note:") for r in train + held)
+    assert DEMO["epsilon"] == 8.0

@@ -247,7 +247,7 @@ def test_dashboard_becomes_static_html_when_the_run_ends_and_live_again_when_it_
     kind, bundle, did2 = disp.calls[-1]
     assert kind == "update" and did2 == did and not disp.live(bundle) and d.frozen
     assert "snapshot (static)" in bundle["text/html"] and "<script" not in bundle["text/html"]
-    assert "step <b>3</b>" in bundle["text/html"]
+    assert "step <b data-k=\"step\">3</b>" in bundle["text/html"]
     n = len(disp.calls)
     for b in tc.poisson_batches(steps=2):  # training resumes: the live view comes back
         tc.forward_backward(b)
@@ -257,7 +257,7 @@ def test_dashboard_becomes_static_html_when_the_run_ends_and_live_again_when_it_
     d.after_cell()  # IPython post_run_cell: freezes once the queued work is done
     d._freezer.join(30)
     kind, bundle, _ = disp.calls[-1]
-    assert kind == "update" and not disp.live(bundle) and "step <b>5</b>" in bundle["text/html"]
+    assert kind == "update" and not disp.live(bundle) and "step <b data-k=\"step\">5</b>" in bundle["text/html"]
 
 
 def test_kernel_shutdown_freezes_every_live_display(tc, monkeypatch):
@@ -343,3 +343,18 @@ def test_metrics_frame_time_is_datetime(tc):
     _train(tc, 2)
     df = views.metrics_frame(tc)
     assert pd.api.types.is_datetime64_any_dtype(df["time"])
+
+
+def test_planner_keeps_its_last_plan_as_static_html_once_a_later_cell_runs(monkeypatch):
+    from tinker_nb.notebook.planner import BudgetPlanner
+
+    disp = _Displays(monkeypatch)
+    p = BudgetPlanner(dataset_size=2000, batch_size=64, epochs=1, mode="target", target_epsilon=3.0).show()
+    p._shown_in = 7
+    p.after_cell(7)  # the planner's own cell: stays live
+    assert not p.frozen
+    p.target_epsilon = 2.0
+    p.after_cell(8)  # the next cell: the last plan becomes static HTML
+    kind, bundle, did = disp.calls[-1]
+    assert p.frozen and kind == "update" and did == p._display_id and not disp.live(bundle)
+    assert "target_epsilon=2.0" in bundle["text/html"]

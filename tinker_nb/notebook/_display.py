@@ -9,12 +9,15 @@ needed:
 * the dashboard: when ``finish()`` runs, when the client closes, and after every cell that trained
   (an IPython ``post_run_cell`` hook waits for queued work, then freezes); the next training event
   brings the live view back;
-* every live display (dashboard and budget planner): when the kernel is asked to shut down or restart
-  (a wrapper around the kernel's ``do_shutdown`` freezes them before it exits).
+* the budget planner: as soon as a *later* cell runs (its last plan, with the ``DPConfig`` line, stays
+  in the notebook; re-run its cell, or call ``planner.show()``, for a live one again);
+* every live display: when the kernel is asked to shut down by a client that is not the page showing
+  it (``jupyter``/nbclient, another tab; a wrapper around the kernel's ``do_shutdown`` freezes them).
 
-A kernel that dies without a shutdown request (killed, out of memory) cannot update anything: a
-dashboard that was training at that moment keeps its live view (the last snapshot is in its
-``text/html``, which nbconvert/GitHub show).
+JupyterLab drops the link between a display id and its output the moment *it* restarts a kernel, so a
+restart from the page can only keep what was frozen before it — hence the rules above. A kernel that
+dies in the middle of a training cell (killed, out of memory) cannot update anything: that dashboard
+keeps its live view (its last ``text/html`` is what nbconvert and GitHub show).
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ class LiveDisplay:
 
         self._display_id = f"tinker-nb-{type(self).__name__.lower()}-{uuid.uuid4().hex[:12]}"
         self._frozen = False
+        ip = _ipython()
+        self._shown_in = getattr(ip, "execution_count", None)
         display(self._live_bundle(), display_id=self._display_id, raw=True)
         register(self)
         return self
@@ -123,11 +128,12 @@ def freeze_all() -> int:
 
 
 def _post_run_cell(result: Any = None) -> None:
+    count = getattr(result, "execution_count", None)
     for obj in list(_REGISTRY):
         hook = getattr(obj, "after_cell", None)
         if hook is not None:
             try:
-                hook()
+                hook(count)
             except Exception:  # noqa: BLE001 - a display hook must never break the user's cell
                 pass
 

@@ -350,7 +350,7 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
             self._flush()
             self._dirty = False
 
-    def after_cell(self) -> None:
+    def after_cell(self, execution_count: int | None = None) -> None:
         """IPython post_run_cell: once the cell's queued training work is done, freeze to a snapshot."""
         if not self._dirty or self._display_id is None or self._frozen:
             return
@@ -457,20 +457,20 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
             f'<div style="display:flex;justify-content:space-between;margin-bottom:6px"><b>tinker_nb</b>'
             f'<span>{e(self.status)} · snapshot (static)</span></div>'
             f'<div style="display:grid;grid-template-columns:repeat(auto-fit,minmax(210px,1fr));gap:8px">'
-            f'<div style="{card}"><div style="{label}">privacy budget ε</div>'
+            f'<div class="tnb-scard" style="{card}"><div style="{label}">privacy budget ε</div>'
             f'<div style="height:10px;background:{track};border-radius:5px;overflow:hidden">'
             f'<div style="height:10px;background:{level};width:{100 * frac:.1f}%"></div></div>'
-            f'<div><b style="font-size:20px">{self.epsilon:.3f}</b> / {e(f"{tgt:g}" if tgt else "∞ (no DP)")}'
+            f'<div><b data-k="epsilon" style="font-size:20px">{self.epsilon:.3f}</b> / {e(f"{tgt:g}" if tgt else "∞ (no DP)")}'
             f'{e(f" · {pct:.1f}% spent" if pct is not None else "")}</div>'
             f'<div style="color:{fg2};font-size:12px">{e(self.epsilon_kind)} · {e(self.accountant or "no DP")} · '
             f'δ={e(f"{self.delta:.0e}" if self.delta else "–")}</div>{warn}</div>'
-            f'<div style="{card}"><div style="{label}">loss <span style="{np_}">not private (diagnostic)</span></div>'
+            f'<div class="tnb-scard" style="{card}"><div style="{label}">loss <span style="{np_}">not private (diagnostic)</span></div>'
             f'{spark}<div style="color:{fg2};font-size:12px">last {e(loss)}</div></div>'
-            f'<div style="{card}"><div style="{label}">progress</div><div>step <b>{self.step}</b>{total}</div>{prog}'
+            f'<div class="tnb-scard" style="{card}"><div style="{label}">progress</div><div>step <b data-k="step">{self.step}</b>{total}</div>{prog}'
             f'<div style="color:{fg2};font-size:12px">elapsed {fmt_duration(self.elapsed_s)} · {rate} steps/s · '
             f'{exs} ex/s</div><div style="color:{fg2};font-size:12px">clipped {clip} '
             f'<span style="{np_}">(not private)</span> · checkpoints {self.checkpoints}</div></div>'
-            f'<div style="{card}"><div style="{label}">audit ledger</div>'
+            f'<div class="tnb-scard" style="{card}"><div style="{label}">audit ledger</div>'
             f'<div style="color:{fg2};font-size:12px">entries <b>{e(str(a.get("entries", "–")))}</b></div>'
             f'<div style="color:{fg2};font-size:12px;font-family:var(--jp-code-font-family, monospace);'
             f'overflow:hidden;text-overflow:ellipsis">head {e(str(a.get("head_hash") or "")[:16])}</div>'

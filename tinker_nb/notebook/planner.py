@@ -447,6 +447,14 @@ class BudgetPlanner(LiveDisplay, anywidget.AnyWidget):
         return plan(**self._kwargs())
 
     # -- display
+    def after_cell(self, execution_count: int | None = None) -> None:
+        """IPython post_run_cell: once a later cell runs, keep this planner's last plan as static HTML."""
+        if self._display_id is None or self._frozen:
+            return
+        if execution_count is not None and execution_count == getattr(self, "_shown_in", None):
+            return  # the cell that displayed the planner
+        self.freeze()
+
     def text(self) -> str:
         return repr(self)
 
