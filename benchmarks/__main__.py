@@ -26,7 +26,7 @@ QUICK = dict(train=dict(batch=8, seq=64, rank=8),
              scale_grid={"batch": [4, 16], "seq": [32, 128], "rank": [4, 32], "model": ["embedded", "bigger"]},
              noise_rounds=dict(min_rounds=12, max_rounds=300, time_cap_s=10),
              acct_steps=2000, acct_repeats=5, ckpt_sizes_mb=[1, 100], ckpt_repeats={1: 15, 100: 5},
-             ledger_n=100_000, e2e_steps=20, dash_steps=20, phase_steps=8, op_profile=False)
+             ledger_n=100_000, e2e_steps=20, dash_steps=12, phase_steps=8, op_profile=False)
 FULL = dict(train=dict(batch=16, seq=128, rank=16),
             train_rounds=dict(min_rounds=16, max_rounds=500, time_cap_s=240),
             scale_rounds=dict(min_rounds=8, max_rounds=300, time_cap_s=30),
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=int(os.environ.get("TINKER_NB_BENCH_THREADS", "1")),
                     help="torch intra-op threads for every variant (default 1: on a shared machine one thread "
                          "per process gives the steadiest ratios)")
+    ap.add_argument("--profile", action="store_true",
+                    help="add torch.profiler operator self-times of the DP and non-DP step (always on with --full)")
     ap.add_argument("--out", default="reports/bench", help="report folder")
     ap.add_argument("--render", metavar="REPORT.json", help="print a saved report's headline as Markdown and exit")
     ap.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="do two reports' intervals overlap?")
@@ -62,13 +64,19 @@ def main(argv: list[str] | None = None) -> int:
         from . import sections
 
         if args.render:
-            print(sections.markdown(json.loads(Path(args.render).read_text())))
+            rep = json.loads(Path(args.render).read_text())
+            if rep.get("schema") != "tinker-nb/bench/v2":
+                print(f"{args.render}: report schema {rep.get('schema')!r} predates intervals (v2); re-run the bench.")
+                return 1
+            print(sections.markdown(rep))
         else:
             a, b = (json.loads(Path(p).read_text()) for p in args.compare)
             print(sections.compare(a, b))
         return 0
     mode = "full" if args.full else "smoke" if args.smoke else "quick"
     cfg = dict(FULL if args.full else SMOKE if args.smoke else QUICK)
+    if args.profile:
+        cfg["op_profile"] = True
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     load_start = load_snapshot()
     import torch

@@ -19,7 +19,7 @@ def _client(model_dir: str, *, dp: bool, batch: int, seq: int, workspace: str):
     from tinker_nb import DPConfig, LoRAConfig, ServiceClient, TrainingConfig
     from tinker_nb.engine.demo_data import demo_records
 
-    service = ServiceClient(workspace, tenant="bench")
+    service = ServiceClient(workspace)  # default tenant, as TrainingConfig.tenant
     t0 = time.perf_counter()
     tc = service.create_training_client(TrainingConfig(
         model_ref=model_dir, lora_config=LoRAConfig(rank=8, alpha=16),

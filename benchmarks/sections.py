@@ -249,9 +249,31 @@ def markdown(report: dict) -> str:
     conv = _convergence(report)
     if conv:
         lines += [""] + [f"- {c.removeprefix('note: ')}" for c in conv]
+    lines += profile_markdown(report)
     if report.get("errors"):
         lines.append(f"\nFAILED sections: {', '.join(report['errors'])}")
     return "\n".join(lines)
+
+
+def profile_markdown(report: dict) -> list[str]:
+    """Per-phase medians of the DP and non-DP step, and (if profiled) the operators that differ most."""
+    t = report["sections"].get("training_step")
+    if not t or "phases_ms" not in t:
+        return []
+    ph = t["phases_ms"]
+    lines = ["", "DP step by phase (ms, median with 95% CI; device synchronised between phases):", "",
+             "| phase | DP | non-DP |", "|---|---:|---:|"]
+    for k in ph["dp"]:
+        a, b = ph["dp"][k], ph["nondp"][k]
+        lines.append(f"| {k} | {_fmt(a['median'])} {_ci(a)} | {_fmt(b['median'])} {_ci(b)} |")
+    ops = t.get("op_profile")
+    if ops:
+        lines += ["", f"Operators whose self CPU time differs most ({ops['unit']}; totals DP "
+                      f"{_fmt(ops['total_dp'])}, non-DP {_fmt(ops['total_nondp'])}):", "",
+                  "| operator | DP | non-DP | DP - non-DP |", "|---|---:|---:|---:|"]
+        for r in ops["largest_differences"]:
+            lines.append(f"| `{r['op']}` | {_fmt(r['dp'])} | {_fmt(r['nondp'])} | {_fmt(r['diff'])} |")
+    return lines
 
 
 def compare(a: dict, b: dict) -> str:

@@ -180,7 +180,7 @@ def _package_timings(model_dir: str, *, signer: Any, recipient: Any, repeats: in
 
     build, verify, sha = [], [], []
     with tempfile.TemporaryDirectory() as ws:
-        tc = ServiceClient(Path(ws) / "ws", tenant="bench").create_training_client(TrainingConfig(
+        tc = ServiceClient(Path(ws) / "ws").create_training_client(TrainingConfig(
             model_ref=model_dir, lora_config=LoRAConfig(rank=8, alpha=16), batch_size=8,
             dp_config=DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, target_delta=1e-5)))
         tc.attach_dataset(demo_records(200, seed=0))

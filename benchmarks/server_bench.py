@@ -171,7 +171,7 @@ def server_section(model_ref: str = "tinker-nb/tiny-llama", *, steps: int = 16, 
     with tempfile.TemporaryDirectory() as tmp, serve(Path(tmp) / "served", max_clients=max(concurrency) + 2,
                                                      threads=torch.get_num_threads()) as (url, key):
         # --- remote step / in-kernel step
-        local = ServiceClient(Path(tmp) / "local", tenant="bench").create_training_client(cfg)
+        local = ServiceClient(Path(tmp) / "local").create_training_client(cfg)  # TrainingConfig.tenant is "default"
         local.attach_dataset(_records(n_records, 1))
         svc = RemoteServiceClient(base_url=url, api_key=key)
         remote = svc.create_training_client(cfg)
