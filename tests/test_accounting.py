@@ -46,7 +46,7 @@ def test_live_bound_is_an_upper_bound_tightened_by_exact_anchors():
     live = accounting.LiveRDP(sigma, q, anchors=anchors, anchor_delta=delta)
     for steps in (1, 7, m // 2, m - 3, m):
         live.steps = steps
-        exact = accounting.epsilon([(sigma, q, steps)], delta=delta)
+        exact = accounting.report([(sigma, q, steps)], delta=delta).epsilon
         assert exact - 1e-9 <= live.bound(delta) <= live.epsilon(delta) + 1e-12
     # Within the budget the live value never shows more than the target (RDP alone would).
     live.steps = m
@@ -66,8 +66,8 @@ def test_calibration_reaches_target_within_1_percent(target):
 
 def test_max_steps_is_the_exact_boundary():
     m = accounting.max_steps_within(noise_multiplier=1.0, sample_rate=0.05, target_epsilon=2.0, delta=1e-5)
-    assert accounting.epsilon([(1.0, 0.05, m)], delta=1e-5) <= 2.0
-    assert accounting.epsilon([(1.0, 0.05, m + 1)], delta=1e-5) > 2.0
+    assert accounting.report([(1.0, 0.05, m)], delta=1e-5).epsilon <= 2.0
+    assert accounting.report([(1.0, 0.05, m + 1)], delta=1e-5).epsilon > 2.0
 
 
 def test_history_composition_is_additive_in_steps():

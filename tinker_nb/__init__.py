@@ -16,10 +16,12 @@ from .errors import (
     TrustError,
 )
 
-__version__ = "0.1.0"
+from .workspace import Workspace
+
+__version__ = "0.2.0"  # the one place the version lives (pyproject reads it)
 
 __all__ = [
-    "ServiceClient", "TrainingClient", "TrainingConfig", "LoRAConfig", "DPConfig",
+    "ServiceClient", "TrainingClient", "Workspace", "TrainingConfig", "LoRAConfig", "DPConfig",
     "TinkerError", "ConfigError", "DataError", "StateError", "BudgetExceededError", "IntegrityError",
     "KeyAccessError", "SignatureError", "PackageError", "TrustError", "__version__",
 ]
@@ -31,6 +33,10 @@ def __getattr__(name: str):  # lazy: importing tinker_nb must not import torch (
 
         return getattr(client, name)
     raise AttributeError(f"module 'tinker_nb' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def load_ipython_extension(ipython):  # %load_ext tinker_nb

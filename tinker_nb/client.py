@@ -54,7 +54,7 @@ class ServiceClient:
             return super().__new__(RemoteServiceClient)
         return super().__new__(cls)
 
-    def __init__(self, workspace: str | os.PathLike | Workspace | None = None, *, tenant: str = "default",
+    def __init__(self, workspace: str | os.PathLike | Workspace | None = None, *, tenant: str | None = "default",
                  passphrase: str | None = None, key_file: str | os.PathLike | None = None,
                  base_url: str | None = None, api_key: str | None = None) -> None:
         if base_url is not None or api_key is not None:
@@ -66,7 +66,7 @@ class ServiceClient:
             self._ws = workspace
         else:
             self._ws = Workspace(workspace, passphrase=passphrase, key_file=key_file)
-        self.tenant = validate_tenant(tenant)
+        self.tenant = validate_tenant("default" if tenant is None else tenant)
         self._tenant = self._ws.tenant(self.tenant)
         self._clients: list[weakref.ref] = []
 
@@ -124,7 +124,7 @@ class ServiceClient:
             raise ConfigError("pass either a TrainingConfig or keyword settings, not both.")
         if not isinstance(config, TrainingConfig):
             raise ConfigError(f"create_training_client expects a TrainingConfig, got {type(config).__name__}.")
-        if config.tenant != self.tenant and config.tenant != "default":
+        if config.tenant is not None and config.tenant != self.tenant:
             raise ConfigError(f"config.tenant {config.tenant!r} differs from this ServiceClient's tenant "
                               f"{self.tenant!r}; create a ServiceClient(tenant={config.tenant!r}).")
         if noise_seed is not None and (isinstance(noise_seed, bool) or not isinstance(noise_seed, int)

@@ -105,7 +105,8 @@ class TrainingConfig:
 
     ``batch_size`` is the *expected* logical batch size: Poisson sampling draws each example with
     probability ``batch_size / N``, and DP gradients are normalised by this public constant.
-    ``epochs`` is the plan used to calibrate σ from ``target_epsilon``. ``micro_batch_size`` bounds how
+    ``epochs`` is the plan used to calibrate σ from ``target_epsilon``. ``tenant`` (optional) must be the
+    ServiceClient's tenant when given. ``micro_batch_size`` bounds how
     many examples go through the model at once (a draw is split into chunks that together are that draw,
     exactly once); it changes memory, never the mathematics of the step.
     """
@@ -120,7 +121,7 @@ class TrainingConfig:
     max_seq_len: int | None = None
     micro_batch_size: int | None = None
     seed: int = 0
-    tenant: str = "default"
+    tenant: str | None = None
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -140,8 +141,10 @@ class TrainingConfig:
             _positive("TrainingConfig.micro_batch_size", self.micro_batch_size, integer=True)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"TrainingConfig.seed must be a non-negative integer, got {self.seed!r}.")
-        if not isinstance(self.tenant, str) or not self.tenant.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"TrainingConfig.tenant must be letters, digits, '-' or '_', got {self.tenant!r}.")
+        if self.tenant is not None:
+            from .workspace import validate_tenant
+
+            validate_tenant(self.tenant)
         if self.device is not None and not (self.device in ("cpu", "cuda") or str(self.device).startswith("cuda:")):
             raise ConfigError(f"TrainingConfig.device must be 'cpu', 'cuda', 'cuda:N' or None, got {self.device!r}.")
 

@@ -118,7 +118,9 @@ class OrderedWorker:
                 inner.result(timeout=_POLL_S if left is None else min(_POLL_S, left))
             except cf.TimeoutError:
                 continue
-            except BaseException:  # noqa: BLE001 - the error is the future's; callers read it
+            except cf.CancelledError:
+                return
+            except Exception:  # noqa: BLE001 - the error is the future's; callers read it
                 return
 
     def _wait_for_room(self) -> None:

@@ -13,6 +13,15 @@ from tinker_nb.errors import BudgetExceededError
 from .helpers import RECORDS, config, dp
 
 
+class _ZeroNoise:
+    """White-box: isolate accumulation from noise (the real GaussianNoise is tested separately)."""
+
+    fixed = True
+
+    def normal(self, shape, std, *, device="cpu", dtype=torch.float32):
+        return torch.zeros(shape, device=device, dtype=dtype)
+
+
 @pytest.fixture
 def session(tiny_model):
     s = TrainingSession(config(tiny_model, dp=dp()), noise_seed=0)
@@ -80,8 +89,7 @@ def test_sensitivity_outlier_moves_sum_by_at_most_C(session):
     total = torch.sqrt(sum((a ** 2).sum() for a in with_))
     assert float(total) <= 4 * C * (1 + 1e-4)
     # The written gradient (σ=0) is the clipped sum over the public expected batch size.
-    session.sigma = 0.0
-    session.acc.write_grads(noise_std=0.0, normaliser=float(session.config.batch_size), generator=None)
+    session.acc.write_grads(noise_std=0.0, normaliser=float(session.config.batch_size))
     grad_norm = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in session.acc.params))
     assert float(grad_norm) <= 4 * C / session.config.batch_size * (1 + 1e-4)
     session.acc.reset()
@@ -94,7 +102,7 @@ def test_two_half_batches_equal_one_full_batch(tiny_model):
     for split in (False, True):
         s = TrainingSession(config(tiny_model, dp=dp()), noise_seed=0)
         s.attach_dataset(RECORDS)
-        s.sigma = 0.0  # white-box: isolate accumulation from noise
+        s.noise = _ZeroNoise()  # white-box: isolate accumulation from noise
         enc = [{"input_ids": s.tokenizer(t)["input_ids"]} for t in RECORDS[:4]]
         if split:
             s.forward_backward(collate(enc[:2], pad_id=0))
@@ -114,7 +122,7 @@ def test_two_half_batches_equal_one_full_batch(tiny_model):
 def test_noise_is_added_once_per_step_with_std_sigma_C(session):
     """Empty accumulation + σ: the written gradient is pure noise with std σ·C / expected batch."""
     session.acc.write_grads(noise_std=session.sigma * session.dp.max_grad_norm,
-                            normaliser=float(session.config.batch_size), generator=session.noise_generator)
+                            normaliser=float(session.config.batch_size), noise=session.noise)
     flat = torch.cat([p.grad.flatten() for p in session.acc.params])
     expected = session.sigma * session.dp.max_grad_norm / session.config.batch_size
     assert flat.numel() >= 500
@@ -126,41 +134,40 @@ def test_noise_is_added_once_per_step_with_std_sigma_C(session):
 def test_empty_poisson_draw_is_a_noise_only_step(tiny_model):
     s = TrainingSession(config(tiny_model, dp=dp(), batch_size=1), noise_seed=3)
     s.attach_dataset(RECORDS)
-    found = None
+    found = False
     for b in s.poisson_batches(steps=200):
-        if len(b.indices) == 0:
-            found = b
-            break
-        s.forward_backward(b)
+        before = [p.detach().clone() for p in s.acc.params]
+        steps = s.steps
+        r = s.forward_backward(b)
         s.optim_step()
-    assert found is not None, "q=1/40: an empty draw is expected within 200 draws"
-    before = [p.detach().clone() for p in s.acc.params]
-    steps = s.steps
-    r = s.forward_backward(found)
-    assert r.noise_only and r.examples == 0
-    s.optim_step()
-    assert s.steps == steps + 1
-    assert any(not torch.equal(a, p) for a, p in zip(before, s.acc.params))
-    assert s.history[-1][2] == s.steps
+        if r.noise_only:
+            assert r.examples == 0 and s.steps == steps + 1
+            assert any(not torch.equal(a, p) for a, p in zip(before, s.acc.params))  # noise moved the weights
+            found = True
+            break
+    assert found, "q=1/40: an empty draw is expected within 200 draws"
+    assert s.accountant.pool_composition().steps == s.steps  # the noise-only step is charged too
     s.close()
 
 
 def test_budget_refusal_changes_nothing(tiny_model):
     s = TrainingSession(config(tiny_model, dp=dp(target_epsilon=1.0, noise_multiplier=2.0)), noise_seed=0)
-    s.attach_dataset(RECORDS)
-    assert s.max_steps is not None and s.max_steps > 0
-    it = s.poisson_batches(steps=s.max_steps + 5)
-    for _ in range(s.max_steps):
+    info = s.attach_dataset(RECORDS)
+    max_steps = info["max_steps"]
+    assert max_steps is not None and max_steps > 0
+    it = s.poisson_batches(steps=max_steps + 5)
+    for _ in range(max_steps):
         s.forward_backward(next(it))
         s.optim_step()
     eps = s.epsilon()
     assert eps <= 1.0
-    s.forward_backward(next(it))
     weights = [p.detach().clone() for p in s.acc.params]
-    steps, hist = s.steps, list(s.history)
+    steps, comp = s.steps, s.accountant.pool_composition()
+    d = next(it)
     with pytest.raises(BudgetExceededError, match="target_epsilon"):
-        s.optim_step()
-    assert s.steps == steps and s.history == hist and s.epsilon() == eps
+        s.forward_backward(d)
+    assert s.steps == steps and s.accountant.pool_composition() == comp and s.epsilon() == eps
+    assert s.accountant.pending is None and s.acc.examples == 0
     assert all(torch.equal(a, p) for a, p in zip(weights, s.acc.params))
     s.close()
 

@@ -76,10 +76,13 @@ def test_tinker_datum_objects_are_accepted(nondp):
     nondp.acc.reset()
 
 
-def test_dp_needs_a_dataset_first(tiny_model):
+def test_dp_caller_batches_without_a_dataset_are_accounted_by_participation(tiny_model):
     s = TrainingSession(config(tiny_model, dp=dp()))
-    with pytest.raises(StateError, match="attach_dataset"):
-        s.forward_backward(["the cat"])
+    s.forward_backward(["the cat", "the dog", "the cat"])  # "the cat" twice in one step: m=2
+    s.optim_step()
+    m = s.dp_metrics()
+    assert m.sampling == "caller-supplied" and not m.accounting_valid
+    assert m.caller_supplied_mu2 == pytest.approx(4.0)  # (2/σ)² with σ=1
     with pytest.raises(StateError, match="attach_dataset"):
         list(s.poisson_batches(steps=1))
     s.close()
@@ -89,7 +92,7 @@ def test_dataset_checks(tiny_model):
     s = TrainingSession(config(tiny_model, dp=dp(target_delta=0.1)))
     with pytest.raises(ConfigError, match="1/N"):
         s.attach_dataset(RECORDS)
-    assert s.examples is None and s.sampler is None
+    assert s.source is None and s.accountant.pool is None
     s.close()
     s = TrainingSession(config(tiny_model, dp=dp(), batch_size=100))
     with pytest.raises(ConfigError, match="larger than the data set"):
@@ -105,7 +108,7 @@ def test_separate_draws_cannot_accumulate(tiny_model):
     s.attach_dataset(RECORDS)
     it = s.poisson_batches(steps=2)
     s.forward_backward(next(it))
-    with pytest.raises(DataError, match="optim_step"):
+    with pytest.raises(StateError, match="optim_step"):
         s.forward_backward(next(it))
     s.close()
 
@@ -117,7 +120,8 @@ def test_caller_supplied_batches_are_flagged(tiny_model):
     s.optim_step()
     m = s.dp_metrics()
     assert m.sampling == "caller-supplied" and not m.accounting_valid
-    assert any("NOT a valid guarantee" in n for n in m.notes)
+    assert any("participation count" in n for n in m.notes)
+    assert m.caller_supplied_mu2 > 0 and m.epsilon_spent > 0
     s.close()
 
 

@@ -63,35 +63,60 @@ def test_bad_sampling_params(s, kw, err):
         s.sample([])
 
 
-def _run(sess, it, n):
-    losses = []
-    for _ in range(n):
-        losses.append(sess.forward_backward(next(it)).loss_sum)
-        sess.optim_step()
-    return losses
+def test_resume_restores_weights_and_optimizer_exactly_never_budget_or_rng(tiny_model, tmp_path):
+    from tinker_nb.privacy import PrivacyOdometer
 
-
-def test_resume_is_bit_exact(tiny_model):
-    a = TrainingSession(config(tiny_model, dp=dp()), noise_seed=11)
+    odo = PrivacyOdometer(tmp_path / "privacy.sqlite")
+    a = TrainingSession(config(tiny_model, dp=dp()), odometer=odo)
     a.attach_dataset(RECORDS)
     it = a.poisson_batches(steps=100)
-    _run(a, it, 3)
+    for _ in range(3):
+        a.forward_backward(next(it))
+        a.optim_step()
     blobs = session_to_blobs(a, include_optimizer=True)
-    eps = a.epsilon()
-    cont = _run(a, it, 2)
-    weights_a = [p.detach().clone() for p in a.acc.params]
+    assert "rng.safetensors" not in blobs and "accumulator.safetensors" not in blobs
+    saved = [p.detach().clone() for p in a.acc.params]
+    for _ in range(2):
+        a.forward_backward(next(it))
+        a.optim_step()
+    eps_a = a.epsilon()
     a.close()
 
-    b = TrainingSession(config(tiny_model, dp=dp()), noise_seed=999)
+    b = TrainingSession(config(tiny_model, dp=dp()), odometer=odo)
     b.attach_dataset(RECORDS)
     restore_session(b, blobs)
-    assert b.steps == 3 and b.epsilon() == pytest.approx(eps)
-    it_b = b.poisson_batches(steps=100)
-    assert _run(b, it_b, 2) == cont
-    for x, y in zip(weights_a, b.acc.params):
-        assert torch.equal(x, y)
-    assert b.steps == 5
+    assert all(torch.equal(x, p) for x, p in zip(saved, b.acc.params))
+    assert b.steps == 0  # a checkpoint never sets the step count...
+    assert b.epsilon() == pytest.approx(eps_a)  # ...and the data set's odometer still holds all 5 steps
     b.close()
+
+
+def test_resume_without_dp_continues_bit_exactly(tiny_model):
+    a = TrainingSession(config(tiny_model, dp=None))
+    for _ in range(2):
+        a.forward_backward(RECORDS[:3])
+        a.optim_step()
+    blobs = session_to_blobs(a, include_optimizer=True)
+    a.forward_backward(RECORDS[3:6])
+    a.optim_step()
+    wa = [p.detach().clone() for p in a.acc.params]
+    a.close()
+    b = TrainingSession(config(tiny_model, dp=None))
+    restore_session(b, blobs)
+    b.forward_backward(RECORDS[3:6])
+    b.optim_step()
+    assert all(torch.equal(x, p) for x, p in zip(wa, b.acc.params))
+    b.close()
+
+
+def test_save_with_a_pending_step_is_refused(tiny_model):
+    from tinker_nb.errors import StateError
+
+    a = TrainingSession(config(tiny_model, dp=None))
+    a.forward_backward(RECORDS[:2])
+    with pytest.raises(StateError, match="optim_step"):
+        session_to_blobs(a, include_optimizer=False)
+    a.close()
 
 
 def test_incompatible_checkpoint_is_refused_unchanged(tiny_model):

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import ConfigError, IntegrityError
 from .container import fail
 from .package import VerifyReport, unseal_adapter
-from .session import _file_sha, resolve_base_model
+from .session import file_sha256, resolve_base_model
 
 __all__ = ["EdgeModel", "open_package", "export_peft", "check_base_model"]
 
@@ -60,11 +60,11 @@ def check_base_model(manifest: dict, base_model_path: str | os.PathLike | None =
                 or name.startswith("."):
             raise fail(IntegrityError, "manifest.json", f"base model file name {name!r} is not a plain file name.")
         p = folder / name
-        if not p.is_file() or _file_sha(p) != want:
+        if not p.is_file() or file_sha256(p) != want:
             raise fail(IntegrityError, "manifest.json", f"base model file {name} in {folder} is missing or differs "
                                                         "from the one the adapter was trained on.")
     tok = manifest.get("tokenizer_sha256")
-    if tok and (not (folder / "tokenizer.json").is_file() or _file_sha(folder / "tokenizer.json") != tok):
+    if tok and (not (folder / "tokenizer.json").is_file() or file_sha256(folder / "tokenizer.json") != tok):
         raise fail(IntegrityError, "manifest.json", f"tokenizer.json in {folder} differs from the training tokenizer.")
     return folder
 
@@ -115,6 +115,9 @@ def export_peft(path: str | os.PathLike, out_dir: str | os.PathLike, *, identity
                 base_model_path: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` for ``peft.PeftModel.from_pretrained``.
 
+    ``adapter_config.json``'s ``base_model_name_or_path`` is the signed model ref of the manifest, never a
+    path on this machine.
+
     Also writes ``tgsp_provenance.json`` (package id, manifest digest, publisher, DP statement). The
     adapter file is created with mode 0600: it is the decrypted model.
     """
@@ -123,7 +126,7 @@ def export_peft(path: str | os.PathLike, out_dir: str | os.PathLike, *, identity
         raise ConfigError(f"{out} exists and is not an empty folder; choose another folder or allow writing into it "
                           "(Python: overwrite=True; CLI: --force).")
     adapter, manifest, report = unseal_adapter(path, identity=identity, trust=trust)
-    base = check_base_model(manifest, base_model_path)
+    check_base_model(manifest, base_model_path)  # the adapter is only exported for the base it was trained on
     out.mkdir(parents=True, exist_ok=True)
     _peft_config(manifest).save_pretrained(str(out))
     fd = os.open(out / "adapter_model.safetensors", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -133,5 +136,4 @@ def export_peft(path: str | os.PathLike, out_dir: str | os.PathLike, *, identity
             "publisher_key_id": report.publisher_key_id, "base_model": manifest["base_model"]["ref"],
             "adapter_sha256": manifest["adapter"]["sha256"], "dp_statement": report.certificate.get("statement")}
     (out / "tgsp_provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
-    _ = base  # checked against the signed digests above; its local path is not written anywhere
     return out

@@ -20,9 +20,10 @@ from .adapter import to_peft_names
 from .certificate import make_certificate
 from .evidence import collect_evidence
 
-__all__ = ["package_session", "package_checkpoint", "model_digests", "resolve_base_model"]
+__all__ = ["package_session", "package_checkpoint", "model_digests", "resolve_base_model", "file_sha256"]
 
-def _file_sha(p: Path) -> str:
+def file_sha256(p: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(p, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -54,9 +55,9 @@ def model_digests(ref: str) -> tuple[dict, str | None]:
     folder = resolve_base_model(ref)
     if folder is None:
         return {"ref": ref, "weights": {}}, None
-    weights = {p.name: _file_sha(p) for p in sorted(folder.glob("*.safetensors"))}
+    weights = {p.name: file_sha256(p) for p in sorted(folder.glob("*.safetensors"))}
     tok = folder / "tokenizer.json"
-    return {"ref": ref, "weights": weights}, (_file_sha(tok) if tok.is_file() else None)
+    return {"ref": ref, "weights": weights}, (file_sha256(tok) if tok.is_file() else None)
 
 
 def _signer(service: Any, signer: Any):
