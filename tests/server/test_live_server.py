@@ -48,6 +48,15 @@ def test_remote_dp_run_end_to_end(live, tmp_path):
     assert m.epsilon_spent == pytest.approx(_expected_eps(m, 3), rel=1e-6)
     r = tc.sample(["the cat"], max_tokens=4)
     assert isinstance(r.samples[0].completion, str) and r.samples[0].finish_reason in ("stop", "length")
+    assert tc.planned_steps(1.0) == 10  # q = 4 / 40
+    fwd = tc.forward(["the cat sat on the mat"])
+    assert fwd.to_dict()
+    sd = tc.adapter_state_dict()
+    assert sd and all(v.device.type == "cpu" for v in sd.values()) and any("lora" in k for k in sd)
+    assert tc.get_dp_metrics().steps == 3  # forward and the weights view change nothing
+    assert any(b.get("steps", 0) >= 3 for b in svc.privacy_budgets()) or svc.privacy_budgets() == []
+    unnamed = tc.save_state()
+    assert unnamed.artifact_id and unnamed.name
     res = tc.save_state("epoch-1", metadata={"note": "remote"})
     assert res.artifact_id in {c["artifact_id"] for c in svc.list_checkpoints()}
     assert tc.load_state(res.artifact_id)["artifact_id"] == res.artifact_id

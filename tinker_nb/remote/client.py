@@ -145,6 +145,21 @@ class RemoteFuture(TinkerFuture):
         return f"RemoteFuture({self.op}, {self._view.get('status', 'pending')}, id={self.future_id})"
 
 
+def _normalise(records: Any) -> list:
+    """Records as the in-kernel attach_dataset takes them (lists, pandas, a file path, HF datasets) → JSON list."""
+    try:
+        from ..records import normalize_records
+    except ImportError:  # an older core: plain lists only
+        normalize_records = None
+    if normalize_records is not None:
+        return to_jsonable(normalize_records(records))
+    if isinstance(records, (str, bytes)) or not isinstance(records, Sequence):
+        from ..errors import DataError
+
+        raise DataError("attach_dataset expects a non-empty list of strings or of dicts with input_ids.")
+    return to_jsonable(list(records))
+
+
 def _answer(http: _Http, view: dict, op: str) -> Any:
     """The value of a POST answered with ``?wait=``: keep long-polling until it is done."""
     return RemoteFuture(http, view, op).result()
@@ -487,7 +502,7 @@ class RemoteServiceClient(ServiceClient):
 
     def upload_dataset(self, records: Sequence[Any], *, name: str = "dataset") -> dict:
         """Upload private records once (stored encrypted on the server); attach them by ``dataset_id``."""
-        return from_wire(self._http.request("POST", "/datasets", json_body={"records": to_jsonable(list(records)),
+        return from_wire(self._http.request("POST", "/datasets", json_body={"records": _normalise(records),
                                                                                "name": name}), cls=dict)
 
     def list_datasets(self) -> list[dict]:
@@ -495,6 +510,15 @@ class RemoteServiceClient(ServiceClient):
 
     def rotate_keys(self) -> dict:
         return from_wire(self._http.request("POST", "/keys/rotate"), cls=dict)
+
+    def privacy_budgets(self) -> list[dict]:
+        """Every data set this tenant has charged on the server, with its steps and the privacy spent."""
+        return [from_wire(x, cls=dict) for x in self._http.request("GET", "/privacy_budgets")]
+
+    @property
+    def odometer(self):
+        raise ConfigError("the privacy odometer lives in the server's workspace; read it with privacy_budgets() "
+                          "or get_dp_metrics().")
 
     def shred_tenant(self, *, confirm: str) -> dict:
         raise ConfigError("crypto-shredding a tenant is an operator action on the server's workspace "
@@ -567,11 +591,7 @@ class RemoteTrainingClient(TrainingClient):
         if (records is None) == (dataset_id is None):
             raise ConfigError("pass the records, or dataset_id= of a data set uploaded with upload_dataset().")
         if records is not None:
-            if isinstance(records, (str, bytes)) or not isinstance(records, Sequence):
-                from ..errors import DataError
-
-                raise DataError("attach_dataset expects a non-empty list of strings or of dicts with input_ids.")
-            body = {"records": to_jsonable(list(records))}
+            body = {"records": _normalise(records)}
         else:
             body = {"dataset_id": dataset_id}
         return dict(self._call("attach_dataset", "dataset", body))
@@ -594,8 +614,9 @@ class RemoteTrainingClient(TrainingClient):
         return gen()
 
     def planned_steps(self, epochs: float | None = None) -> int:
-        raise ConfigError("planned_steps is computed on the server: the total comes with poisson_batches(epochs=...)"
-                          " (iterate it), or compute ceil(epochs / sample_rate) from get_dp_metrics().")
+        params = {"epochs": epochs} if epochs is not None else None
+        return int(self._http.request("GET", self._path("planned_steps"), params=params,
+                                      wait_for_queue=True)["steps"])
 
     # -- Tinker primitives -----------------------------------------------------------------------------
     def forward_backward(self, batch: Any) -> RemoteFuture:
@@ -608,6 +629,48 @@ class RemoteTrainingClient(TrainingClient):
         else:
             body = {"batch": to_jsonable(batch)}
         return self._submit("forward_backward", "forward_backward", body)
+
+    def forward(self, batch: Any) -> WireObject:
+        """Per-example loss and per-token log-probabilities of your batch (no gradients; the step is untouched)."""
+        if isinstance(batch, RemoteDraw):
+            raise ConfigError("forward scores your own batch; a draw is for forward_backward.")
+        return self._call("forward", "forward", {"batch": to_jsonable(batch)})
+
+    def adapter_state_dict(self) -> dict:
+        """A copy of the trainable LoRA weights under PEFT names (CPU tensors), downloaded from the server."""
+        from safetensors.torch import load
+
+        res = self._call("adapter_state_dict", "adapter")
+        r = self._http.request("GET", f"/packages/{res['download_id']}", raw=True)
+        return load(r.content)
+
+    def run_record(self) -> dict:
+        raise ConfigError("run_record() holds the server-side checkpoint blobs; use save_state() and package(), "
+                          "which build them on the server.")
+
+    @property
+    def tokenizer(self):
+        """The base model's tokenizer, loaded here from the same model ref (it is public, not private data)."""
+        tok = getattr(self, "_tokenizer", None)
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            try:
+                from ..engine.assets import resolve_model_ref
+
+                ref = resolve_model_ref(self.config.model_ref)
+            except Exception:  # noqa: BLE001
+                ref = self.config.model_ref
+            try:
+                tok = AutoTokenizer.from_pretrained(ref)
+            except Exception as exc:  # noqa: BLE001
+                raise ConfigError(f"the tokenizer of {self.config.model_ref!r} is not available on this machine "
+                                  f"({type(exc).__name__}); install or cache the model here.") from None
+            self._tokenizer = tok
+        return tok
+
+    def get_tokenizer(self):
+        return self.tokenizer
 
     def optim_step(self, *, learning_rate: float | None = None) -> RemoteFuture:
         return self._submit("optim_step", "optim_step", {"learning_rate": learning_rate} if learning_rate else None)
@@ -628,9 +691,10 @@ class RemoteTrainingClient(TrainingClient):
         return self.session.metrics_history
 
     # -- checkpoints ------------------------------------------------------------------------------------
-    def save_state(self, name: str, *, include_optimizer: bool = True, metadata: dict | None = None) -> SaveResult:
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            raise ConfigError("save_state needs a non-empty name of at most 200 characters.")
+    def save_state(self, name: str | None = None, *, include_optimizer: bool = True,
+                   metadata: dict | None = None) -> SaveResult:
+        if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 200):
+            raise ConfigError("save_state needs a non-empty name of at most 200 characters (or none: step-<n>).")
         if metadata is not None and not isinstance(metadata, dict):
             raise ConfigError("metadata must be a dict of JSON values.")
         res = self._call("save_state", "save_state", {"name": name, "include_optimizer": include_optimizer,

@@ -8,10 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "CreateClientBody", "DatasetBody", "AttachBody", "DrawsBody", "ForwardBackwardBody", "OptimStepBody",
-    "SampleBody", "SaveStateBody", "LoadStateBody", "PackageBody", "FutureView", "ErrorBody",
+    "SampleBody", "SaveStateBody", "ForwardBody", "LoadStateBody", "PackageBody", "FutureView", "ErrorBody",
 ]
 
-Record = Union[str, dict[str, list[int]]]
+Record = Union[str, dict[str, Any]]  # text, {"prompt","completion"}, {"messages": [...]}, or tokenised
 _Strict = ConfigDict(extra="forbid")
 
 
@@ -71,8 +71,14 @@ class SampleBody(_Body):
     num_samples: int = Field(default=1, ge=1, le=64)
 
 
+class ForwardBody(_Body):
+    """A caller-supplied batch to score (no gradients; the pending step is untouched)."""
+
+    batch: Batch
+
+
 class SaveStateBody(_Body):
-    name: str = Field(min_length=1, max_length=200)
+    name: Optional[str] = Field(default=None, min_length=1, max_length=200)
     include_optimizer: bool = True
     metadata: Optional[dict[str, Any]] = None
 

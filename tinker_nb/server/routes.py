@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from ..errors import ConfigError, StateError, TinkerError
 from ..remote.wire import API_PREFIX, NotFoundError, to_jsonable
@@ -32,6 +32,7 @@ from .models import (
     DrawsBody,
     ErrorBody,
     ForwardBackwardBody,
+    ForwardBody,
     FutureView,
     LoadStateBody,
     OptimStepBody,
@@ -325,6 +326,47 @@ def build_router(state: ServerState) -> APIRouter:
 
         return await _future_answer(rn.submit("forward_backward", run), rn, wait)
 
+    @api.post("/training_clients/{client_id}/forward", tags=["training"], response_model=FutureView)
+    async def forward(client_id: str, body: ForwardBody, p: ApiKeyInfo = Principal, wait: float = Depends(_wait_param)):
+        """Per-example loss and per-token log-probabilities of a caller-supplied batch (no gradients)."""
+        rn = live(p, client_id)
+        return await _future_answer(rn.submit("forward", lambda: rn.tc.forward(body.batch)), rn, wait)
+
+    @api.get("/training_clients/{client_id}/planned_steps", tags=["data"])
+    async def planned_steps(client_id: str, p: ApiKeyInfo = Principal,
+                            epochs: Optional[float] = Query(None, gt=0, le=1_000_000)) -> dict:
+        rn = live(p, client_id)
+        return await _result(rn.submit("planned_steps", lambda: {"steps": rn.tc.planned_steps(epochs)},
+                                       ordered_state_change=False), rn)
+
+    @api.post("/training_clients/{client_id}/adapter", tags=["checkpoints"], response_model=FutureView)
+    async def adapter(client_id: str, p: ApiKeyInfo = Principal, wait: float = Depends(_wait_param)):
+        """The trainable LoRA weights (PEFT names) as safetensors, to download: what a package would carry."""
+        rn = live(p, client_id)
+        dl_id = f"dl_{secrets.token_hex(12)}"
+
+        def run():  # kept in memory only (plaintext weights never touch the server's disk), downloaded once
+            from safetensors.torch import save
+
+            sd = rn.tc.adapter_state_dict()
+            data = save({k: v.contiguous() for k, v in sd.items()})
+            state.downloads[dl_id] = (p.tenant, data)
+            return {"download_id": dl_id, "tensors": len(sd), "size": len(data),
+                    "download": f"{API_PREFIX}/packages/{dl_id}"}
+
+        return await _future_answer(rn.submit("adapter_state_dict", run, ordered_state_change=False), rn, wait)
+
+    @api.get("/privacy_budgets", tags=["training"])
+    async def privacy_budgets(p: ApiKeyInfo = Principal) -> list[dict]:
+        """Every data set this tenant has charged, with its steps and the privacy spent (the odometer)."""
+        def run():
+            svc = state.service(p.tenant)
+            if not hasattr(svc, "privacy_budgets"):
+                return []
+            return to_jsonable(svc.privacy_budgets())
+
+        return await run_in_threadpool(run)
+
     @api.post("/training_clients/{client_id}/optim_step", tags=["training"], response_model=FutureView)
     async def optim_step(client_id: str, body: Optional[OptimStepBody] = None, p: ApiKeyInfo = Principal,
                          wait: float = Depends(_wait_param)):
@@ -429,6 +471,10 @@ def build_router(state: ServerState) -> APIRouter:
     @api.get("/packages/{download_id}", tags=["packages"], response_class=FileResponse)
     async def download_package(download_id: str, p: ApiKeyInfo = Principal):
         """The bytes of a package built by ``.../package`` (its ``download_id``)."""
+        mem = state.downloads.get(download_id)
+        if mem is not None and mem[0] == p.tenant:
+            state.downloads.pop(download_id, None)
+            return Response(mem[1], media_type="application/octet-stream")
         ent = state.packages.get(download_id)
         if ent is None or ent[0] != p.tenant or not ent[1].is_file():
             raise NotFoundError(f"no package download {download_id!r}.")

@@ -427,6 +427,7 @@ class ServerState:
         self._open = 0
         self._reserved = 0
         self.packages: dict[str, tuple[str, Path]] = {}
+        self.downloads: dict[str, tuple[str, bytes]] = {}  # adapter weights, in memory until downloaded once
         self.started = time.time()
         # Model loading is not thread-safe in transformers (it patches tensor constructors while it builds
         # a model) and is the memory peak: training clients are created one at a time.
