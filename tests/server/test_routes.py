@@ -247,3 +247,17 @@ def test_apikey_cli(tmp_path, capsys):
     assert main(["apikey", "create", "--workspace", ws, "--tenant", "bad name!"]) == 2
     assert main(["apikey", "revoke", "nope", "--workspace", ws]) != 0
     assert made["api_key"].encode() not in (tmp_path / "ws" / "apikeys.sqlite").read_bytes()
+
+
+def test_remote_classes_override_every_public_method():
+    """The remote client never falls through to an in-kernel method (which would touch a local engine)."""
+    from tinker_nb.client import ServiceClient, TrainingClient
+    from tinker_nb.remote.client import RemoteServiceClient, RemoteTrainingClient
+
+    inherited_ok = {"__enter__", "__exit__", "__new__"}
+    for base, sub in ((ServiceClient, RemoteServiceClient), (TrainingClient, RemoteTrainingClient)):
+        names = [n for n, v in vars(base).items() if (callable(v) or isinstance(v, (property, staticmethod,
+                 classmethod))) and (not n.startswith("__") or n in ("__init__", "__repr__", "__del__"))]
+        missing = [n for n in names if n not in vars(sub) and n not in inherited_ok and not n.startswith("_")
+                   or (n in ("__init__", "__repr__", "__del__") and n not in vars(sub))]
+        assert not missing, f"{sub.__name__} does not override {missing}"

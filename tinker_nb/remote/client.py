@@ -755,6 +755,16 @@ class RemoteTrainingClient(TrainingClient):
         res["path"] = str(out)
         return res
 
+    def dashboard(self, **kwargs: Any):
+        """The live dashboard, fed by the server's event stream (same widget as in-kernel)."""
+        from ..notebook.dashboard import Dashboard
+
+        return Dashboard.for_client(self, **kwargs)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StateError("this training client is closed; create a new one.")
+
     # -- lifecycle --------------------------------------------------------------------------------------
     def close(self) -> None:
         """Finish queued work on the server and release the client there. Idempotent."""
