@@ -26,7 +26,7 @@ QUICK = dict(train=dict(batch=8, seq=64, rank=8),
              scale_grid={"batch": [4, 16], "seq": [32, 128], "rank": [4, 32], "model": ["embedded", "bigger"]},
              noise_rounds=dict(min_rounds=12, max_rounds=300, time_cap_s=10),
              acct_steps=2000, acct_repeats=5, ckpt_sizes_mb=[1, 100], ckpt_repeats={1: 15, 100: 5},
-             ledger_n=100_000, e2e_steps=20, dash_steps=12, phase_steps=8, op_profile=False)
+             ledger_n=100_000, e2e_steps=20, dash_steps=12, phase_steps=8, op_profile=True)
 FULL = dict(train=dict(batch=16, seq=128, rank=16),
             train_rounds=dict(min_rounds=16, max_rounds=500, time_cap_s=240),
             scale_rounds=dict(min_rounds=8, max_rounds=300, time_cap_s=30),
@@ -34,7 +34,7 @@ FULL = dict(train=dict(batch=16, seq=128, rank=16),
                         "model": ["embedded", "bigger"]},
             noise_rounds=dict(min_rounds=16, max_rounds=500, time_cap_s=30),
             acct_steps=10_000, acct_repeats=5, ckpt_sizes_mb=[1, 100, 1000], ckpt_repeats={1: 25, 100: 7, 1000: 3},
-            ledger_n=100_000, e2e_steps=50, dash_steps=50, phase_steps=16, op_profile=True)
+            ledger_n=100_000, e2e_steps=50, dash_steps=50, phase_steps=16, op_profile=True, full=True)
 SMOKE = dict(train=dict(batch=2, seq=16, rank=2),
              train_rounds=dict(min_rounds=2, max_rounds=2, time_cap_s=30),
              scale_rounds=dict(min_rounds=1, max_rounds=1, time_cap_s=30),
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch intra-op threads for every variant (default 1: on a shared machine one thread "
                          "per process gives the steadiest ratios)")
     ap.add_argument("--profile", action="store_true",
-                    help="add torch.profiler operator self-times of the DP and non-DP step (always on with --full)")
+                    help="add torch.profiler operator self-times of the DP and non-DP step (on in --quick/--full)")
     ap.add_argument("--out", default="reports/bench", help="report folder")
     ap.add_argument("--render", metavar="REPORT.json", help="print a saved report's headline as Markdown and exit")
     ap.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="do two reports' intervals overlap?")

@@ -87,7 +87,7 @@ def _server(cfg, models):
 def _privacy_audit(cfg, models):
     from .privacy_audit_bench import privacy_audit_section
 
-    return privacy_audit_section(full=bool(cfg.get("op_profile")))  # the full settings profile ops
+    return privacy_audit_section(full=bool(cfg.get("full")))
 
 
 SECTIONS = {

@@ -180,21 +180,30 @@ def phase_profile(dp_step: EngineStep, nondp_step: EngineStep, *, steps: int) ->
     return out
 
 
-def op_profile(dp_step: EngineStep, nondp_step: EngineStep, *, steps: int = 5, top: int = 15) -> dict[str, Any]:
-    """torch.profiler self-time per operator (ms per step) for the DP and non-DP step, largest differences first."""
+def op_profile(dp_step: EngineStep, nondp_step: EngineStep, *, steps: int = 8, top: int = 15) -> dict[str, Any]:
+    """torch.profiler self CPU time per operator (ms per step) for the DP and non-DP step, largest differences first.
+
+    One profiled step at a time, DP and non-DP alternating; per operator the median over the steps, so
+    a burst of load on the machine moves both sides alike.
+    """
+    import statistics
+
     from torch.profiler import ProfilerActivity, profile
 
-    per: dict[str, dict[str, float]] = {}
-    for tag, s in (("dp", dp_step), ("nondp", nondp_step)):
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(steps):
+    per: dict[str, list[dict[str, float]]] = {"dp": [], "nondp": []}
+    for i in range(steps):
+        for tag, s in ((("dp", dp_step), ("nondp", nondp_step)) if i % 2 == 0 else
+                       (("nondp", nondp_step), ("dp", dp_step))):
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
                 s()
-        per[tag] = {e.key: e.self_cpu_time_total / 1000 / steps for e in prof.key_averages()}
-    keys = set(per["dp"]) | set(per["nondp"])
-    rows = sorted(((k, per["dp"].get(k, 0.0), per["nondp"].get(k, 0.0)) for k in keys),
+            per[tag].append({e.key: e.self_cpu_time_total / 1000 for e in prof.key_averages()})
+    med = {tag: {k: statistics.median(d.get(k, 0.0) for d in runs) for k in set().union(*runs)}
+           for tag, runs in per.items()}
+    keys = set(med["dp"]) | set(med["nondp"])
+    rows = sorted(((k, med["dp"].get(k, 0.0), med["nondp"].get(k, 0.0)) for k in keys),
                   key=lambda r: -abs(r[1] - r[2]))[:top]
-    return {"unit": "ms of self CPU time per step (profiler overhead included)",
-            "total_dp": sum(per["dp"].values()), "total_nondp": sum(per["nondp"].values()),
+    return {"unit": "ms of self CPU time per step, median of steps (profiler overhead included)",
+            "steps": steps, "total_dp": sum(med["dp"].values()), "total_nondp": sum(med["nondp"].values()),
             "largest_differences": [{"op": k, "dp": a, "nondp": b, "diff": a - b} for k, a, b in rows]}
 
 
