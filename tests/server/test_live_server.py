@@ -240,3 +240,42 @@ def test_readme_quickstart_against_the_server(live, monkeypatch, tmp_path):
 
     assert main(["verify", "model.tgsp", "--trust", "publisher.pub"]) == 0
     tc.close()
+
+
+def test_magics_on_a_remote_client(live, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("IPython")
+    monkeypatch.setenv("TINKER_NB_NO_WIDGETS", "1")
+    from IPython.testing.globalipapp import get_ipython, start_ipython
+
+    from tinker_nb.security.kem import RecipientIdentity
+
+    srv, keys = live
+    tc = _remote(srv, keys["bob"]["api_key"]).create_training_client(training_config())
+    tc.attach_dataset(RECORDS)
+    for b in tc.poisson_batches(steps=2):
+        tc.forward_backward(b)
+        tc.optim_step()
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "tinker_nb")
+    ip.user_ns["remote_tc"] = tc
+    try:
+        def magic(line):
+            return ip.run_line_magic("tinker", f"--client remote_tc {line}")
+
+        assert magic("status")["steps"] == 2
+        saved = magic("save remote-ckpt")
+        assert saved.artifact_id in magic("checkpoints")["artifact_id"].tolist()
+        assert magic(f"load {saved.artifact_id}")["artifact_id"] == saved.artifact_id
+        df = magic("audit --verify --tail 3")
+        assert len(df) == 3 and "intact" in capsys.readouterr().out
+        v = magic("keys info")["primary_version"]
+        assert magic("keys rotate")["primary_version"] == v + 1
+        pub = magic(f"keys pubkey --out {tmp_path / 'publisher.pub'}")
+        RecipientIdentity.generate().public_key().save(tmp_path / "alice.pub")
+        manifest = magic(f"package {tmp_path / 'm.tgsp'} --recipient {tmp_path / 'alice.pub'}")
+        rep = ip.run_line_magic("tinker", f"verify {tmp_path / 'm.tgsp'} --trust {tmp_path / 'publisher.pub'}")
+        assert rep.ok and rep.package_id == manifest["package_id"] and pub.key_id
+        assert magic("dashboard") is not None
+    finally:
+        ip.user_ns.pop("remote_tc", None)
+        tc.close()
