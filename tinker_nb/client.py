@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -44,7 +43,9 @@ class ServiceClient:
     ``ServiceClient(workspace=None, tenant="default")`` works in this kernel; ``workspace`` is a path
     (default ``$TINKER_NB_WORKSPACE`` or ``./.tinker_nb``) or a :class:`Workspace`. Root key: ``passphrase``
     (Argon2id), ``key_file``, or ``$TINKER_NB_ROOT_KEY``; with none a random key file is created outside
-    the workspace (docs/SECURITY.md). ``ServiceClient(base_url=..., api_key=...)`` talks to a server.
+    the workspace (docs/SECURITY.md). ``tenant_secret`` gives a tenant a secret of its own (its keys then
+    need the root key and that secret); ``recreate_tenant=True`` re-creates a crypto-shredded tenant name
+    (empty). ``ServiceClient(base_url=..., api_key=...)`` talks to a server.
     """
 
     def __new__(cls, workspace: Any = None, *args: Any, base_url: str | None = None, **kwargs: Any) -> Any:
@@ -56,6 +57,7 @@ class ServiceClient:
 
     def __init__(self, workspace: str | os.PathLike | Workspace | None = None, *, tenant: str | None = "default",
                  passphrase: str | None = None, key_file: str | os.PathLike | None = None,
+                 tenant_secret: str | bytes | None = None, recreate_tenant: bool = False,
                  base_url: str | None = None, api_key: str | None = None) -> None:
         if base_url is not None or api_key is not None:
             raise ConfigError("base_url/api_key select a remote server; do not combine them with a local workspace.")
@@ -67,7 +69,7 @@ class ServiceClient:
         else:
             self._ws = Workspace(workspace, passphrase=passphrase, key_file=key_file)
         self.tenant = validate_tenant("default" if tenant is None else tenant)
-        self._tenant = self._ws.tenant(self.tenant)
+        self._tenant = self._ws.tenant(self.tenant, secret=tenant_secret, recreate=recreate_tenant)
         self._clients: list[weakref.ref] = []
 
     def __repr__(self) -> str:
@@ -141,6 +143,10 @@ class ServiceClient:
 
     def list_checkpoints(self) -> list[dict]:
         return [dict(x.to_dict()) if hasattr(x, "to_dict") else dict(x) for x in self.store.list()]
+
+    def collect_garbage(self, *, older_than_s: float = 3600.0) -> Any:
+        """Reconcile this tenant's checkpoint files, index and ledger after a crash; returns what was done."""
+        return self._tenant.collect_garbage(older_than_s=older_than_s)
 
     # -- key lifecycle (audited) ----------------------------------------------------------------
     def rotate_keys(self) -> dict:
@@ -337,17 +343,12 @@ class TrainingClient:
             blobs = session_to_blobs(s, include_optimizer=include_optimizer)
             meta = {"user": metadata or {}, "step": s.steps, "model_ref": self.config.model_ref,
                     "kind": "training-state", "include_optimizer": include_optimizer}
-            info = self.service.store.save(nm, blobs, metadata=meta, public={"step": s.steps, "kind": "training-state"})
+            # One recoverable sequence (storage.py): ledger save_begin → file → index → ledger save_state (its
+            # parameters are run_record.audit_params("save_state", ...)) → signed ledger checkpoint.
+            info = self.service.store.save(nm, blobs, metadata=meta, public={"step": s.steps, "kind": "training-state"},
+                                           ledger=self.service.ledger, audit_summary={"step": s.steps})
             info = info.to_dict() if hasattr(info, "to_dict") else dict(info)
-            self.service.audit("save_state", audit_params("save_state", artifact_id=info["artifact_id"], name=nm),
-                               {"artifact_id": info["artifact_id"], "step": s.steps,
-                                "content_sha256": info.get("content_sha256")})
-            try:
-                self.service.ledger.checkpoint()
-            except Exception as exc:  # noqa: BLE001 - the state is saved; say that the ledger checkpoint is not
-                warnings.warn(f"checkpoint {info['artifact_id']} is saved, but signing the audit ledger checkpoint "
-                              f"failed ({type(exc).__name__}: {exc}); run tc.audit_log().checkpoint() to retry.",
-                              RuntimeWarning, stacklevel=2)
+            assert audit_params("save_state", artifact_id=info["artifact_id"], name=nm)  # the format's owner
             res = SaveResult(info, name=nm, step=s.steps, encrypted=True,
                              content_hash=info.get("content_sha256"), path=info["artifact_id"])
             self.events.publish("save", dict(res))

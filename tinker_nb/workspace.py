@@ -133,13 +133,19 @@ class Workspace:
                 self._odometer = PrivacyOdometer(self.odometer_path)
             return self._odometer
 
-    def tenant(self, name: str = "default") -> Tenant:
-        """The view of one tenant (validated; its keys are created on first use of its store or ledger)."""
+    def tenant(self, name: str = "default", *, secret: str | bytes | None = None, recreate: bool = False) -> Tenant:
+        """The view of one tenant (validated; its keys are created on first use of its store or ledger).
+
+        ``secret``: the tenant's own secret (created with it, or unlocking it); ``recreate=True`` allows
+        re-creating a crypto-shredded tenant name (docs/SECURITY.md).
+        """
         name = validate_tenant(name)
         with self._lock:
-            if name not in self._tenants:
-                self._tenants[name] = Tenant(self, name)
-            return self._tenants[name]
+            t = self._tenants.get(name)
+            if t is None or secret is not None or recreate:
+                t = Tenant(self, name, secret=secret, recreate=recreate)
+                self._tenants[name] = t
+            return t
 
     def tenants(self) -> list[str]:
         return list(self.keystore.tenants())
@@ -155,9 +161,12 @@ class Workspace:
 class Tenant:
     """One tenant of a workspace: its artifact store and its view of the audit ledger."""
 
-    def __init__(self, workspace: Workspace, name: str) -> None:
+    def __init__(self, workspace: Workspace, name: str, *, secret: str | bytes | None = None,
+                 recreate: bool = False) -> None:
         self.workspace = workspace
         self.name = name
+        self._secret = secret
+        self._recreate = recreate
         self._lock = threading.RLock()
         self._store: ArtifactStore | None = None
         self._ledger: AuditLedger | None = None
@@ -171,9 +180,26 @@ class Tenant:
         with self._lock:
             if not self._ready:
                 if self.name not in ks.tenants():
-                    ks.create_tenant(self.name)
+                    ks.create_tenant(self.name, secret=self._secret, recreate=self._recreate)
+                    created = True
+                else:
+                    created = False
+                    if self._secret is not None:
+                        ks.unlock_tenant(self.name, self._secret)
+                self._secret = None  # never kept longer than needed
                 self._ready = True
+                if created:
+                    self._ledger_view().append("create_tenant", {"tenant": self.name},
+                                                    summary={"tenant": self.name})
         return ks
+
+    def _ledger_view(self) -> AuditLedger:
+        with self._lock:
+            if self._ledger is None:
+                from .ledger import AuditLedger
+
+                self._ledger = AuditLedger(self.workspace.ledger_path, tenant=self.name, signer=self.workspace.signer)
+            return self._ledger
 
     @property
     def keystore(self) -> Keystore:
@@ -190,13 +216,12 @@ class Tenant:
 
     @property
     def ledger(self) -> AuditLedger:
-        with self._lock:
-            if self._ledger is None:
-                from .ledger import AuditLedger
+        self._ensure_keys()
+        return self._ledger_view()
 
-                self._ensure_keys()
-                self._ledger = AuditLedger(self.workspace.ledger_path, tenant=self.name, signer=self.workspace.signer)
-            return self._ledger
+    def collect_garbage(self, *, older_than_s: float = 3600.0) -> Any:
+        """Reconcile this tenant's files, index and ledger after crashes (storage.py); returns the report."""
+        return self.store.collect_garbage(older_than_s=older_than_s, ledger=self.ledger)
 
     @property
     def odometer(self) -> PrivacyOdometer:
