@@ -224,11 +224,23 @@ class TrainingClient:
         self.events.publish("audit", {"operation": op})
 
     def _on_interrupt(self, info: dict) -> None:
+        """Ctrl-C / the stop button: queued operations are already cancelled; report, and leave a clean client.
+
+        A step whose forward_backward ran but whose optim_step was cancelled is dropped once the running
+        operation finishes (its draw's charge stands: it was sampled); nothing else is pending afterwards.
+        """
         s = self._session
-        payload = {**info, "step": s.steps, "epsilon": s.accountant.live_epsilon(),
-                   "message": (f"interrupted: {s.steps} steps ran; {len(info.get('cancelled', []))} queued "
-                               "operations were cancelled and never ran (their draws were never sampled).")}
-        self.events.publish("interrupt", payload)
+
+        def settle() -> None:
+            dropped = s.abandon_pending_step()
+            payload = {**info, "step": s.steps, "epsilon": s.accountant.live_epsilon(), "dropped_pending": dropped,
+                       "message": (f"interrupted: {s.steps} steps ran; {len(info.get('cancelled', []))} queued "
+                                   "operations were cancelled and never ran (their draws were never sampled)"
+                                   + ("; the step in progress was dropped before release" if dropped else "")
+                                   + ".")}
+            self.events.publish("interrupt", payload)
+
+        self._worker.run_after(settle)
 
     @property
     def session(self):

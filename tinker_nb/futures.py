@@ -231,6 +231,10 @@ class OrderedWorker:
         if self._on_interrupt:
             self._on_interrupt(info)
 
+    def run_after(self, fn: Callable[[], Any]) -> cf.Future:
+        """Queue a maintenance function behind everything queued (no backpressure, never skipped)."""
+        return self._pool.submit(fn)
+
     # -- lifecycle ---------------------------------------------------------------------------------
     def drain(self) -> None:
         """Wait for everything queued so far (errors stay with their futures)."""

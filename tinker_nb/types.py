@@ -102,6 +102,14 @@ class ForwardBackwardResult(_Readable):
     seconds: float
     source: str = "poisson"
 
+    @property
+    def tokens_processed(self) -> int:  # the seed SDK's name
+        return self.tokens
+
+    @property
+    def grad_norm(self) -> float:  # the seed SDK's name: mean per-example norm before clipping
+        return self.grad_norm_mean
+
 
 @dataclass(repr=False)
 class ForwardResult(_Readable):
@@ -160,3 +168,7 @@ class DPMetrics(_Readable):
     dataset_sha256: str | None = None
     caller_supplied_mu2: float = 0.0
     noise_source: str = "none"
+
+    @property
+    def total_epsilon(self) -> float:  # the seed SDK's name
+        return self.epsilon_spent

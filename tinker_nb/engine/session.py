@@ -22,7 +22,7 @@ import math
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -32,6 +32,7 @@ from ..config import TrainingConfig
 from ..errors import ConfigError, DataError, StateError
 from ..events import EventBus
 from ..privacy import PrivacyAccountant, PrivacyOdometer
+from ..records import normalize_records
 from ..types import DPMetrics, ForwardBackwardResult, ForwardResult, OptimStepResult
 from .batches import IGNORE_INDEX, Batch, collate, to_batch
 from .data_source import DataSource, Draw
@@ -40,6 +41,7 @@ from .generation import SampleResult, generate
 from .loss import per_sequence_loss
 from .model import add_lora, load_base_model, pick_device
 from .noise import GaussianNoise, SecureBernoulli
+from .tokenize import encode_prompt, encode_record
 
 __all__ = ["TrainingSession", "ForwardBackwardResult", "ForwardResult", "OptimStepResult", "DPMetrics"]
 
@@ -138,64 +140,22 @@ class TrainingSession:
 
     _check_open = check_open
 
-    def encode_text(self, text: str, *, for_training: bool = True) -> list[int]:
-        """The one tokenisation rule (BOS if the tokenizer has one; EOS after training text; truncate)."""
-        try:
-            from .tokenize import encode_prompt, encode_record
-        except ImportError:  # pragma: no cover - older layout
-            encode_record = encode_prompt = None
-        if encode_record is not None:
-            if for_training:
-                return list(encode_record(self.tokenizer, text, max_len=self.max_len)["input_ids"])
-            return list(encode_prompt(self.tokenizer, text, max_len=10**9))
-        ids = list(self.tokenizer(text)["input_ids"])
-        bos = getattr(self.tokenizer, "bos_token_id", None)
-        if bos is not None and (not ids or ids[0] != bos):
-            ids = [bos] + ids
+    def encode_text(self, text: Any, *, for_training: bool = True) -> list[int]:
+        """The one tokenisation rule (engine/tokenize.py): training text gets BOS and EOS; prompts BOS only."""
         if for_training:
-            ids = (ids + [self.tokenizer.eos_token_id])[: self.max_len]
-        return ids
+            return list(encode_record(self.tokenizer, text, max_len=self.max_len)["input_ids"])
+        return list(encode_prompt(self.tokenizer, text, max_len=10**9))
 
     def _encode_record(self, i: int, r: Any) -> dict:
-        try:
-            from .tokenize import encode_record
-        except ImportError:  # pragma: no cover
-            encode_record = None
-        if isinstance(r, str):
-            if not r.strip():
-                raise DataError(f"record {i} is an empty string.")
-            return {"input_ids": self.encode_text(r)}
-        if isinstance(r, dict) and ("prompt" in r or "messages" in r):
-            if encode_record is None:
-                raise DataError(f"record {i}: prompt/completion and chat records need tinker_nb.engine.tokenize.")
-            try:
-                ex = encode_record(self.tokenizer, r, max_len=self.max_len)
-            except DataError as exc:
-                raise DataError(f"record {i}: {exc}") from None
-            return {k: [int(x) for x in v] for k, v in ex.items() if k in ("input_ids", "labels")}
-        if isinstance(r, dict):
-            if "input_ids" not in r:
-                raise DataError(f"record {i} is a dict without 'input_ids'; pass text, prompt/completion, "
-                                "messages, or tokenised dicts.")
-            extra = set(r) - {"input_ids", "labels", "attention_mask"}
-            if extra:
-                raise DataError(f"record {i} has unknown keys {sorted(extra)}.")
-            try:
-                ex = {k: [int(x) for x in r[k]] for k in ("input_ids", "labels", "attention_mask") if k in r}
-            except (TypeError, ValueError):
-                raise DataError(f"record {i} has non-integer token ids.") from None
-            if not ex["input_ids"] or len(ex["input_ids"]) > self.max_len:
-                raise DataError(f"record {i} has {len(ex['input_ids'])} tokens; need 1..{self.max_len}.")
-            if max(ex["input_ids"]) >= self.vocab_size or min(ex["input_ids"]) < 0:
-                raise DataError(f"record {i} has token ids outside [0, {self.vocab_size}).")
-            for k in ("labels", "attention_mask"):
-                if k in ex and len(ex[k]) != len(ex["input_ids"]):
-                    raise DataError(f"record {i}: {k} has {len(ex[k])} entries but input_ids has {len(ex['input_ids'])}.")
-            if "labels" in ex and any(not (x == IGNORE_INDEX or 0 <= x < self.vocab_size) for x in ex["labels"]):
-                raise DataError(f"record {i}: labels must be token ids or -100.")
-            return ex
-        raise DataError(f"record {i} is a {type(r).__name__}; records must be strings, prompt/completion or "
-                        "messages dicts, or dicts with input_ids.")
+        ex = encode_record(self.tokenizer, r, max_len=self.max_len, index=i)
+        ids, labels = [int(x) for x in ex["input_ids"]], [int(x) for x in ex["labels"]]
+        if not ids:
+            raise DataError(f"record {i} has no tokens.")
+        if max(ids) >= self.vocab_size or min(ids) < 0:
+            raise DataError(f"record {i} has token ids outside [0, {self.vocab_size}).")
+        if any(not (x == IGNORE_INDEX or 0 <= x < self.vocab_size) for x in labels):
+            raise DataError(f"record {i}: labels must be token ids or -100.")
+        return {"input_ids": ids, "labels": labels} if labels != ids else {"input_ids": ids}
 
     # ------------------------------------------------------------------ data and sampling
     def attach_dataset(self, records: Any) -> dict[str, Any]:
@@ -206,14 +166,10 @@ class TrainingSession:
         self.check_open()
         if self.source is not None:
             raise StateError("a data set is already attached to this client; create a new client for another data set.")
-        try:
-            from ..records import normalize_records
-        except ImportError:  # pragma: no cover
-            normalize_records = None
-        if normalize_records is not None:
-            records = normalize_records(records)
-        if isinstance(records, (str, bytes)) or not isinstance(records, Sequence) or len(records) == 0:
-            raise DataError("attach_dataset expects a non-empty list of strings or of dicts with input_ids.")
+        records = normalize_records(records)
+        if len(records) == 0:
+            raise DataError("attach_dataset needs at least one record (strings, prompt/completion or chat dicts, "
+                            "tokenised dicts, a pandas column, a JSONL/CSV file or a datasets object).")
         examples = [self._encode_record(i, r) for i, r in enumerate(records)]
         n = len(examples)
         if self.config.batch_size > n:
@@ -448,6 +404,16 @@ class TrainingSession:
                 self.events.publish("budget_warning", {"step": self.steps, "epsilon_live": eps_live,
                                                        "target": dp.target_epsilon})
         return res
+
+    def abandon_pending_step(self) -> bool:
+        """Drop a step that was accumulated but never released (an interrupt): its charge stands."""
+        if self.accountant.pending is None and not self.acc.examples:
+            return False
+        self.acc.reset()
+        self.accountant.abandon_pending()
+        self._pending_tokens, self._pending_loss = 0, 0.0
+        self.events.publish("step_dropped", {"step": self.steps, "reason": "interrupted before optim_step"})
+        return True
 
     # ------------------------------------------------------------------ privacy metrics
     def sampling_description(self) -> str:
