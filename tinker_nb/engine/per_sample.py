@@ -20,13 +20,15 @@ whose backward
 Clipping is then two whole-buffer operations (per-example norms over the rows, and the clipped sum
 as one (B)·(B, P) product) instead of two small operations per parameter.
 
-Per layer there is a choice between this (instantiation: B·d_out·d_in numbers, B·T·d_out·d_in
-multiply-adds) and ghost clipping (norms from the T×T Gram matrices ``a_i a_i^T`` and ``g_i g_i^T``,
-B·T²·(d_in + d_out) multiply-adds, then a second GEMM for the clipped sum). For LoRA layers one of
-d_in/d_out is the rank r, so instantiation costs ``B·T·r·d`` against ghost's ``B·T²·d``: it wins
-whenever T > r, which is every realistic sequence length, and its buffer (B × trainable params) is
-small. :func:`ghost_norm_is_cheaper` states the rule; this module therefore instantiates for every
-layer. Models with other trainable layer types fall back to opacus's ``GradSampleHooks``
+Per layer there is a choice between this (instantiation) and ghost clipping (norms from the T×T
+Gram matrices ``a_i a_i^T`` and ``g_i g_i^T``). Counted in multiply-adds per example, instantiation is
+T·d_in·d_out for the per-example GEMM plus d_in·d_out for its share of the clipped-sum GEMV; ghost is
+T²·(d_in + d_out) for the Gram matrices plus T·d_in·d_out for the clipped-sum GEMM it still needs. So
+ghost clipping never saves arithmetic; it saves *memory* where a layer's per-example gradient
+(d_in·d_out numbers) is larger than its two Gram matrices (2T²) — fastDP's rule, stated by
+:func:`ghost_norm_saves_memory`. For LoRA, d_in·d_out = r·d is small (2,048 numbers at r = 8,
+d = 256; the whole buffer of the embedded model is 8 × 156,160 floats, 5 MB), so every layer is
+instantiated. Models with other trainable layer types fall back to opacus's ``GradSampleHooks``
 (:func:`attach_per_sample_hooks`), whose per-example gradients land in ``p.grad_sample``.
 """
 
@@ -39,18 +41,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LinearPerExampleGrads", "LinearPerSampleHooks", "attach_per_sample_hooks", "ghost_norm_is_cheaper"]
+__all__ = ["LinearPerExampleGrads", "LinearPerSampleHooks", "attach_per_sample_hooks", "ghost_norm_saves_memory"]
 
 
 def _trainable_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))]
 
 
-def ghost_norm_is_cheaper(*, seq_len: int, d_in: int, d_out: int) -> bool:
-    """True when ghost norms (T² Gram matrices) cost fewer multiply-adds than instantiating g_i^T a_i.
+def ghost_norm_saves_memory(*, seq_len: int, d_in: int, d_out: int) -> bool:
+    """True when a layer's two T×T Gram matrices (ghost norm) hold fewer numbers than its per-example gradient.
 
-    Instantiation: T·d_in·d_out per example; ghost norm: T²·(d_in + d_out) per example plus the same
-    GEMM again for the clipped sum. (fastDP's rule, ``2T² ≤ d_in·d_out``, is the same comparison.)
+    fastDP's rule ``2T² < d_in·d_out``. Ghost norms never save multiply-adds (the clipped sum still
+    needs the batch GEMM); they only trade the B·d_in·d_out per-example buffer for B·2T² Gram entries.
     """
     return 2 * seq_len * seq_len < d_in * d_out
 
