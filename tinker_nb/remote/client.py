@@ -520,6 +520,10 @@ class RemoteServiceClient(ServiceClient):
         raise ConfigError("the privacy odometer lives in the server's workspace; read it with privacy_budgets() "
                           "or get_dp_metrics().")
 
+    def collect_garbage(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConfigError("garbage collection of the artifact store is an operator action on the server's "
+                          "workspace, not an API call.")
+
     def shred_tenant(self, *, confirm: str) -> dict:
         raise ConfigError("crypto-shredding a tenant is an operator action on the server's workspace "
                           "(ServiceClient(workspace, tenant=...).shred_tenant there), not an API call.")
@@ -603,7 +607,13 @@ class RemoteTrainingClient(TrainingClient):
         def gen() -> Iterator[RemoteDraw]:
             with self._submit_lock:
                 it = self._http.request("POST", self._path("draws"), json_body=body, wait_for_queue=True)
-            iid = it["iterator_id"]
+            iid, total = it["iterator_id"], it.get("total")
+            if isinstance(total, int):
+                # Lazy handles: no request per draw; the server takes draw k, in order, when the
+                # forward_backward that names it runs (as in-kernel handles are sampled when trained on).
+                for k in range(1, total + 1):
+                    yield RemoteDraw(f"{iid}:{k}", k, self.id)
+                return
             while True:
                 with self._submit_lock:
                     d = self._http.request("POST", self._path(f"draws/{iid}/next"))

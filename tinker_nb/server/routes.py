@@ -319,10 +319,16 @@ def build_router(state: ServerState) -> APIRouter:
         rn = live(p, client_id)
         if (body.draw_id is None) == (body.batch is None):
             raise ConfigError("give either draw_id (from poisson_batches) or batch.")
-        x = rn.take_draw(body.draw_id) if body.draw_id is not None else body.batch
+        lazy = rn.lazy_ref(body.draw_id) if body.draw_id is not None else None
+        if lazy is not None:
+            rn.claim_lazy(body.draw_id, *lazy)
+            x = None
+        else:
+            x = rn.take_draw(body.draw_id) if body.draw_id is not None else body.batch
 
         def run():
-            return _settle(rn.tc.forward_backward(x))
+            data = rn.materialize(body.draw_id, *lazy) if lazy is not None else x
+            return _settle(rn.tc.forward_backward(data))
 
         return await _future_answer(rn.submit("forward_backward", run), rn, wait)
 

@@ -366,6 +366,52 @@ class ClientRunner:
         self.draws[draw_id] = handle
         return draw_id
 
+    # Lazy draw ids "ITERATOR:K" name the K-th draw of a server-side iterator before it is made: the
+    # Python client yields them without a request, and the draw is taken in step order on the worker
+    # (the in-kernel handles are likewise sampled when the engine trains on them).
+    @staticmethod
+    def lazy_ref(draw_id: str) -> tuple[str, int] | None:
+        iid, sep, k = draw_id.rpartition(":")
+        if not sep or not iid.startswith("it_") or not k.isdigit():
+            return None
+        return iid, int(k)
+
+    def claim_lazy(self, draw_id: str, iid: str, k: int) -> None:
+        """Reserve a lazy draw at submission: unknown or out-of-range ids 404, a second use 422."""
+        with self._lock:
+            if draw_id in self.used_draws:
+                raise DataError(f"draw {draw_id} was already used by a forward_backward; a draw is trained on "
+                                "exactly once. Take the next one from poisson_batches().")
+            st = self.iterators.get(iid)
+            if draw_id not in self.draws:
+                if st is None:
+                    raise NotFoundError(f"no draw {draw_id!r}: iterator {iid} is unknown or exhausted.")
+                if k < 1 or (st["total"] is not None and k > st["total"]) or k <= st["taken"]:
+                    raise NotFoundError(f"no draw {draw_id!r} in iterator {iid}.")
+            self.used_draws.add(draw_id)
+
+    def materialize(self, draw_id: str, iid: str, k: int) -> Any:
+        """The K-th draw of the iterator (taking the ones before it first, in order). On the worker thread."""
+        handle = self.draws.pop(draw_id, None)
+        if handle is not None:
+            return handle
+        st = self.iterators.get(iid)
+        if st is None:
+            raise StateError(f"draw iterator {iid} is gone (a new poisson_batches() replaced it, or it ended).")
+        with st["lock"]:
+            while st["taken"] < k:
+                try:
+                    h = next(st["it"])
+                except StopIteration:
+                    self.iterators.pop(iid, None)
+                    raise DataError(f"iterator {iid} has no draw {k}.") from None
+                st["taken"] += 1
+                self.draws[f"{iid}:{st['taken']}"] = h
+        handle = self.draws.pop(draw_id, None)
+        if handle is None:
+            raise NotFoundError(f"draw {draw_id} was taken with .../next; use the draw_id it answered.")
+        return handle
+
     def take_draw(self, draw_id: str) -> Any:
         """The draw's handle, once: a second use is refused (a draw is trained on exactly once)."""
         with self._lock:
@@ -445,6 +491,11 @@ class ServerState:
             if svc is None:
                 svc = self._factory(tenant)
                 _ = svc.keystore  # create the tenant's KEK now, not inside a training step
+                if hasattr(svc, "collect_garbage"):  # reconcile what a crash (kill -9) may have left half-done
+                    try:
+                        log.info("tenant %s: %s", tenant, svc.collect_garbage())
+                    except Exception:  # noqa: BLE001 - serving goes on; the operator sees the log
+                        log.exception("tenant %s: reconciling the artifact store failed", tenant)
                 with self._lock:
                     self._services[tenant] = svc
         return svc
