@@ -13,6 +13,7 @@ Histories are run-length encoded lists of ``(noise_multiplier, sample_rate, step
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import logging
 import math
@@ -36,6 +37,7 @@ __all__ = [
     "report",
     "pld_interval",
     "gaussian_mu2_epsilon",
+    "quiet_absl",
 ]
 
 History = Sequence[tuple[float, float, int]]
@@ -53,7 +55,18 @@ class _QuietConvergence(logging.Filter):
         return "failed to converge" not in record.getMessage()
 
 
-logging.getLogger("absl").addFilter(_QuietConvergence())
+_QUIET = _QuietConvergence()
+
+
+@contextlib.contextmanager
+def quiet_absl():
+    """Hide dp_accounting's per-order convergence messages while we call it (nothing global stays installed)."""
+    log = logging.getLogger("absl")
+    log.addFilter(_QUIET)
+    try:
+        yield
+    finally:
+        log.removeFilter(_QUIET)
 
 
 def accountant_version() -> str:
@@ -108,9 +121,10 @@ def _eps_cached(history: tuple[tuple[float, float, int], ...], delta: float, acc
     if accountant == "rdp":
         from dp_accounting.rdp import RdpAccountant
 
-        acc = RdpAccountant(list(RDP_ORDERS))
-        acc.compose(_event(history, gaussian_mu2))
-        return float(acc.get_epsilon(delta))
+        with quiet_absl():
+            acc = RdpAccountant(list(RDP_ORDERS))
+            acc.compose(_event(history, gaussian_mu2))
+            return float(acc.get_epsilon(delta))
     if accountant == "pld":
         from dp_accounting.pld import PLDAccountant
 
@@ -301,10 +315,11 @@ class LiveRDP:
         from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
         self._orders = np.asarray(RDP_ORDERS, dtype=float)
-        self._per_step = np.asarray(
-            rdp._compute_rdp_poisson_subsampled_gaussian(self.sample_rate, self.noise_multiplier, self._orders),
-            dtype=float,
-        )
+        with quiet_absl():
+            self._per_step = np.asarray(
+                rdp._compute_rdp_poisson_subsampled_gaussian(self.sample_rate, self.noise_multiplier, self._orders),
+                dtype=float,
+            )
         self._anchor_steps = sorted(self.anchors)
 
     def step(self, n: int = 1) -> None:

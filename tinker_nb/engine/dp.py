@@ -12,12 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import warnings
 
 import torch
 
-# Opacus's backward hooks fire on frozen-input modules; torch warns about it once per layer. Harmless here.
-warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
 
 __all__ = ["ClipStats", "GradientAccumulator"]
 

@@ -57,8 +57,9 @@ class _Rdp:
         if key not in self._per_step:
             from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
-            self._per_step[key] = np.asarray(rdp._compute_rdp_poisson_subsampled_gaussian(q, sigma, self.orders),
-                                             dtype=float)
+            with accounting.quiet_absl():  # dp_accounting's (documented-in-code) per-step RDP of the subsampled Gaussian
+                self._per_step[key] = np.asarray(rdp._compute_rdp_poisson_subsampled_gaussian(q, sigma, self.orders),
+                                                 dtype=float)
         return self._per_step[key]
 
     def epsilon(self, comp: Composition, delta: float) -> float:
