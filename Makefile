@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev demo test test-fast bench bench-full bench-gpu model clean
+.PHONY: dev demo lint test test-fast bench bench-full bench-gpu model clean
 
 dev: $(STAMP)
 
@@ -28,7 +28,12 @@ demo: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks
 
-test: $(STAMP)
+# ruff (style, imports, likely bugs) and mypy (strict on the trust core); config in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check tinker_nb tests benchmarks scripts
+	$(BIN)/mypy
+
+test: $(STAMP) lint
 	TINKER_NB_FAST=1 $(BIN)/python -m pytest tests --nbmake notebooks
 
 test-fast: $(STAMP)
