@@ -40,6 +40,7 @@ def session_to_blobs(session: "TrainingSession", *, include_optimizer: bool) -> 
     if session.accountant.pending is not None or session.acc.examples:
         raise StateError("a step is being accumulated (forward_backward without optim_step); call optim_step() "
                          "first — a checkpoint never holds an un-noised gradient sum.")
+    session.accountant.odometer.flush()  # the charges behind these weights are on disk before the weights are
     named = _trainable(session)
     blobs: dict[str, bytes] = {
         "adapter.safetensors": st_save({n: p.detach().cpu().contiguous() for n, p in named}),

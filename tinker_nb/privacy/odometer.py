@@ -7,7 +7,9 @@ SQLite file of the workspace (``privacy.sqlite``). Nothing in the public API rem
 charge: ``load_state`` restores weights, never the odometer.
 
 Torch-free. The charge and its budget check run in one ``BEGIN IMMEDIATE`` transaction, so two
-processes cannot both take the last step that fits.
+processes cannot both take the last step that fits. Durability: SQLite WAL with ``synchronous=NORMAL``
+(a committed charge survives the process being killed) and :meth:`PrivacyOdometer.flush` (fsync) before
+a checkpoint or package leaves the process, so no durable artefact outlives the charges behind it.
 """
 
 from __future__ import annotations
@@ -108,7 +110,10 @@ class PrivacyOdometer:
             db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
             try:
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
+                # WAL + NORMAL: a committed charge survives a crash of the process (kill -9) at once and a
+                # power loss once the WAL is synced; flush() syncs it before anything durable leaves the
+                # process (save_state, package), so a stored artefact never outlives its charges.
+                db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
             except sqlite3.DatabaseError as exc:
                 db.close()
@@ -149,6 +154,11 @@ class PrivacyOdometer:
         """Everything charged to ``pool`` (by every client, or by ``client`` only)."""
         with self._lock:
             return self._read(self._conn(), tenant, pool, client)
+
+    def flush(self) -> None:
+        """Sync every committed charge to disk (fsync): called before a checkpoint or package is written."""
+        with self._lock:
+            self._conn().execute("PRAGMA wal_checkpoint(FULL)")
 
     def pools(self, tenant: str) -> list[str]:
         with self._lock:
