@@ -58,6 +58,10 @@ class Draw:
     def __setitem__(self, key: Any, value: Any) -> None:
         self.__getitem__(key)
 
+    def __len__(self) -> int:
+        raise DataError("a Poisson draw's size is secret until the engine trains on it (its records are sampled "
+                        "then); forward_backward(draw).result().examples tells it afterwards.")
+
     def belongs_to(self, source_id: str) -> bool:
         return self._source == source_id
 
