@@ -58,6 +58,9 @@ class Draw:
     def __setitem__(self, key: Any, value: Any) -> None:
         self.__getitem__(key)
 
+    def __bool__(self) -> bool:  # a handle is always a handle (truth never asks for its size)
+        return True
+
     def __len__(self) -> int:
         raise DataError("a Poisson draw's size is secret until the engine trains on it (its records are sampled "
                         "then); forward_backward(draw).result().examples tells it afterwards.")
@@ -86,6 +89,9 @@ class DataSource:
 
     def __repr__(self) -> str:  # never show records
         return f"DataSource(records={len(self)}, q={self.sample_rate:.4g}, draws={self.draws_taken})"
+
+    def __bool__(self) -> bool:  # a handle is always a handle (truth never asks for its size)
+        return True
 
     def __len__(self) -> int:
         return len(self._examples)
