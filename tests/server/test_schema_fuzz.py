@@ -37,7 +37,8 @@ def _cleanup():
     shutil.rmtree(_TMP, ignore_errors=True)
 
 
-@schema.exclude(path_regex=r".*/events$").parametrize()
+# This face's REST API; the Tinker-compatible face (/tinker, its own issue) is fuzzed by its own tests.
+@schema.include(path_regex=r"^/(api/v1/|healthz)").exclude(path_regex=r".*/events$").parametrize()
 @settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_no_server_errors(case):
     for auth in (HEADERS, {}):
