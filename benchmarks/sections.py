@@ -165,6 +165,12 @@ def status(fig: dict, target: str | None) -> str:
     return "met" if lo >= val else "missed" if hi < val else "unclear"
 
 
+def _status(report: dict, fig: dict, target: str | None) -> str:
+    st = status(fig, target)
+    # a report taken under load states what it saw but claims no target
+    return f"{st} (under load)" if st and report.get("under_load") and not fig.get("exact") else st
+
+
 def _fmt(x: Any) -> str:
     if isinstance(x, float):
         if not math.isfinite(x):
@@ -215,7 +221,7 @@ def table(report: dict) -> str:
              "-" * (w + 80)]
     for name, fig, tgt in rows:
         lines.append(f"{name.ljust(w)}  {_fmt(fig['median']):>10}  {_ci(fig):>22}  {fig.get('n', ''):>4}  "
-                     f"{_kind(fig):<16} {tgt or '-':<9} {status(fig, tgt)}")
+                     f"{_kind(fig):<16} {tgt or '-':<9} {_status(report, fig, tgt)}")
     lines += _convergence(report)
     if report.get("errors"):
         lines.append(f"FAILED sections: {', '.join(report['errors'])}")
@@ -245,7 +251,7 @@ def markdown(report: dict) -> str:
              "| figure | median | 95% CI | n | kind | target | status |", "|---|---:|---|---:|---|---|---|"]
     for name, fig, tgt in headline(report):
         lines.append(f"| {name} | {_fmt(fig['median'])} | {_ci(fig)} | {fig.get('n', '')} | {_kind(fig)} | "
-                     f"{tgt or '-'} | {status(fig, tgt)} |")
+                     f"{tgt or '-'} | {_status(report, fig, tgt)} |")
     conv = _convergence(report)
     if conv:
         lines += [""] + [f"- {c.removeprefix('note: ')}" for c in conv]
