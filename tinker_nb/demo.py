@@ -18,7 +18,7 @@ import tempfile
 import time
 from typing import Any
 
-__all__ = ["DEMO", "PROMPTS", "demo_split", "heldout_loss", "main"]
+__all__ = ["DEMO", "PROMPTS", "SAMPLING", "demo_split", "heldout_loss", "main"]
 
 #: The tuned demo run: the after-samples read like the private notes at ε = 8 (see docs/NOTEBOOK.md).
 DEMO: dict[str, Any] = {
@@ -33,6 +33,9 @@ DEMO: dict[str, Any] = {
     "max_seq_len": 64,
 }
 PROMPTS = ["Patient note:", "Patient note: 58 year old female reports"]
+#: How the demo and notebook 01 sample before/after: seeded, so both are reproducible and comparable
+#: (greedy decoding of a small model collapses to one repeated token or a lone ".").
+SAMPLING: dict[str, Any] = {"max_tokens": 40, "temperature": 0.7, "top_p": 0.9, "seed": 0}
 
 
 def demo_split(n_train: int | None = None, n_heldout: int | None = None) -> tuple[list[str], list[str]]:
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tinker_nb demo: {len(records)} private records, q={info['sample_rate']:.3f}, "
           f"σ calibrated to {info['noise_multiplier']:.3f} for ε={args.epsilon:g} over {args.steps} steps "
           f"(load {time.perf_counter() - t0:.1f}s)", flush=True)
-    before = tc.sample(PROMPTS, max_tokens=32, temperature=0)
+    before = tc.sample(PROMPTS, **SAMPLING)
     h_before = heldout_loss(tc, held) if held else math.nan
     t_train = time.perf_counter()
     losses = []
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"  {time.perf_counter() - t_train:6.1f}s", flush=True)
     train_s = time.perf_counter() - t_train
     m = tc.get_dp_metrics()
-    after = tc.sample(PROMPTS, max_tokens=32, temperature=0)
+    after = tc.sample(PROMPTS, **SAMPLING)
     h_after = heldout_loss(tc, held) if held else math.nan
     print(f"trained {m.steps} DP steps in {train_s:.1f}s; training loss {sum(losses[:5]) / 5:.3f} -> "
           f"{sum(losses[-5:]) / 5:.3f} (non-private diagnostic)")
