@@ -1,4 +1,6 @@
-"""`python -m benchmarks --quick|--full|--smoke`: run every section, write reports/bench/<mode>-<stamp>.json, print a table.
+"""`python -m benchmarks --quick|--full|--smoke`: run every section, write reports/bench/<mode>-<stamp>.json.
+
+Prints a table.
 
 `--render REPORT.json` prints a saved report as Markdown; `--compare A.json B.json` says, figure by
 figure, whether two reports' intervals overlap.

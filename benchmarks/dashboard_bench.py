@@ -23,7 +23,8 @@ def dashboard_section(model_dir: str, *, steps: int, blocks: int = 4) -> dict[st
         tc.attach_dataset(demo_records(400, seed=2))
         it = tc.poisson_batches(steps=steps * blocks * 2 + 5)
         for _ in range(3):
-            tc.forward_backward(next(it)); tc.optim_step()
+            tc.forward_backward(next(it))
+            tc.optim_step()
         tc.get_dp_metrics()
         on, off, msgs, secs = [], [], 0, 0.0
         for blk in range(blocks * 2):
@@ -32,7 +33,8 @@ def dashboard_section(model_dir: str, *, steps: int, blocks: int = 4) -> dict[st
             sent0 = d.messages_sent if d else 0
             t = time.perf_counter()
             for _ in range(steps):
-                tc.forward_backward(next(it)); tc.optim_step()
+                tc.forward_backward(next(it))
+                tc.optim_step()
             tc.session  # noqa: B018
             tc.metrics_history()  # drain the queue
             dt = time.perf_counter() - t

@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (build_llama, interleaved, inverse, load_snapshot, machine, scaled, set_threads, summary,
-                     under_load)
+from .common import build_llama, interleaved, inverse, load_snapshot, machine, scaled, set_threads, under_load
 
 VARIANTS = ("tinker_dp", "tinker_nondp", "opacus_ref")
 PAIRS = (("tinker_dp", "tinker_nondp"), ("tinker_dp", "opacus_ref"))

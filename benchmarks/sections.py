@@ -26,7 +26,8 @@ def _training(cfg, models):
 def _scaling(cfg, models):
     from .training import scaling_section
 
-    return {"rows": scaling_section(models, base=_train_kw(cfg), grid=cfg["scale_grid"], **_rounds(cfg, "scale_rounds"))}
+    return {"rows": scaling_section(models, base=_train_kw(cfg), grid=cfg["scale_grid"],
+                                    **_rounds(cfg, "scale_rounds"))}
 
 
 def _noise(cfg, models):

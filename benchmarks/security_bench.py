@@ -30,7 +30,9 @@ def checkpoint_section(*, sizes_mb: list[int], repeats: dict[int, int] | int = 5
 
     import torch
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    from safetensors.torch import load as st_load, save as st_save, save_file
+    from safetensors.torch import load as st_load
+    from safetensors.torch import save as st_save
+    from safetensors.torch import save_file
 
     from tinker_nb.security.aead import encrypt_stream
     from tinker_nb.security.keys import Keystore
@@ -52,20 +54,28 @@ def checkpoint_section(*, sizes_mb: list[int], repeats: dict[int, int] | int = 5
             for _ in range(reps):
                 p = Path(d) / "plain.safetensors"
                 # Baseline: a durable plain checkpoint (safetensors file, then fsync), as save_state is durable.
-                t = time.perf_counter(); save_file(tensors, p); _fsync(p); t_ps.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                save_file(tensors, p)
+                _fsync(p)
+                t_ps.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 info = store.save("b", {"w.safetensors": st_save(tensors)})
                 t_es.append(time.perf_counter() - t)
                 # Read every byte (load_file alone maps the file lazily and would time almost nothing).
-                t = time.perf_counter(); st_load(p.read_bytes()); t_pl.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                st_load(p.read_bytes())
+                t_pl.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 blobs, _, _ = store.load(info.artifact_id)
                 st_load(blobs["w.safetensors"])
                 t_el.append(time.perf_counter() - t)
                 store.delete(info.artifact_id)
-                t = time.perf_counter(); AESGCM(key).encrypt(nonce, buf, None); t_raw.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                AESGCM(key).encrypt(nonce, buf, None)
+                t_raw.append(time.perf_counter() - t)
                 sink = io.BytesIO()
-                t = time.perf_counter(); encrypt_stream(key, [buf], sink, context=b"bench")
+                t = time.perf_counter()
+                encrypt_stream(key, [buf], sink, context=b"bench")
                 t_ours.append(time.perf_counter() - t)
             r = {"repeats": reps,
                  "plain_save_ms": scaled(summary(t_ps, kind="absolute", unit="s"), 1000, "ms"),
@@ -94,7 +104,9 @@ def ledger_section(*, n: int, verify_repeats: int = 3) -> dict[str, Any]:
         led = AuditLedger(Path(d) / "a.sqlite", tenant="b", signer=HybridSigner.generate())
         appends = []
         for i in range(200):
-            t = time.perf_counter(); led.append("optim_step", {"step": i}, summary={"step": i}); appends.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            led.append("optim_step", {"step": i}, summary={"step": i})
+            appends.append(time.perf_counter() - t)
         # bulk-fill to n entries with valid chained rows (same code path as append, one transaction)
         import sqlite3
         from datetime import datetime, timezone
@@ -105,9 +117,11 @@ def ledger_section(*, n: int, verify_repeats: int = 3) -> dict[str, Any]:
         prev = led.head()
         rows = []
         for seq in range(200, n):
-            e = Entry(seq, datetime.now(timezone.utc).isoformat(), "b", "forward_backward", "0" * 64, {"i": seq}, prev, "")
+            e = Entry(seq, datetime.now(timezone.utc).isoformat(), "b", "forward_backward", "0" * 64, {"i": seq},
+                      prev, "")
             e.record_hash = record_hash(e.body())
-            rows.append(("b", seq, e.ts, e.operation, e.params_digest, canonical_json(e.summary).decode(), prev, e.record_hash))
+            rows.append(("b", seq, e.ts, e.operation, e.params_digest, canonical_json(e.summary).decode(), prev,
+                         e.record_hash))
             prev = e.record_hash
         db = sqlite3.connect(led.path)
         db.executemany("INSERT INTO entries VALUES (?,?,?,?,?,?,?,?)", rows)
@@ -116,18 +130,25 @@ def ledger_section(*, n: int, verify_repeats: int = 3) -> dict[str, Any]:
         led.checkpoint()
         verify_s = []
         for _ in range(verify_repeats):
-            t = time.perf_counter(); rep = led.verify(); verify_s.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            rep = led.verify()
+            verify_s.append(time.perf_counter() - t)
             assert rep.ok
-        t = time.perf_counter(); ip = led.inclusion_proof(n // 3); ipt = time.perf_counter() - t
+        t = time.perf_counter()
+        ip = led.inclusion_proof(n // 3)
+        ipt = time.perf_counter() - t
         iv = []
         for _ in range(50):
             t = time.perf_counter()
             ok = verify_inclusion(bytes.fromhex(ip["leaf_hash"]), n // 3, n, [bytes.fromhex(x) for x in ip["proof"]],
                                   bytes.fromhex(ip["root_hash"]))
             iv.append(time.perf_counter() - t)
-        t = time.perf_counter(); cp = led.consistency_proof(n // 2); cpt = time.perf_counter() - t
         t = time.perf_counter()
-        ok2 = verify_consistency(n // 2, n, bytes.fromhex(cp["old_root"]), bytes.fromhex(cp["new_root"]), [bytes.fromhex(x) for x in cp["proof"]])
+        cp = led.consistency_proof(n // 2)
+        cpt = time.perf_counter() - t
+        t = time.perf_counter()
+        ok2 = verify_consistency(n // 2, n, bytes.fromhex(cp["old_root"]), bytes.fromhex(cp["new_root"]),
+                                 [bytes.fromhex(x) for x in cp["proof"]])
         cvt = time.perf_counter() - t
     append_ms = scaled(summary(appends, kind="absolute", unit="s"), 1000, "ms")
     rate = inverse(summary(verify_s, kind="absolute", unit="s"), n, "entries/s")
@@ -149,13 +170,21 @@ def signing_section(model_dir: str) -> dict[str, Any]:
     msg = os.urandom(4096)
     sign, verify = [], []
     for _ in range(40):
-        t = time.perf_counter(); sig = s.sign(msg, context=b"tgsp/v1"); sign.append(time.perf_counter() - t)
-        t = time.perf_counter(); pk.verify(msg, sig, context=b"tgsp/v1"); verify.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        sig = s.sign(msg, context=b"tgsp/v1")
+        sign.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        pk.verify(msg, sig, context=b"tgsp/v1")
+        verify.append(time.perf_counter() - t)
     ident = RecipientIdentity.generate()
     seal_t, open_t = [], []
     for _ in range(40):
-        t = time.perf_counter(); c = seal(ident.public_key(), b"k" * 32, info=b"tgsp/v1"); seal_t.append(time.perf_counter() - t)
-        t = time.perf_counter(); ident.open(c, info=b"tgsp/v1"); open_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        c = seal(ident.public_key(), b"k" * 32, info=b"tgsp/v1")
+        seal_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        ident.open(c, info=b"tgsp/v1")
+        open_t.append(time.perf_counter() - t)
     pkg = _package_timings(model_dir, signer=s, recipient=ident)
     ms = {k: scaled(summary(v, kind="absolute", unit="s"), 1000, "ms")
           for k, v in (("composite_sign", sign), ("composite_verify", verify), ("hpke_seal", seal_t),
@@ -190,10 +219,15 @@ def _package_timings(model_dir: str, *, signer: Any, recipient: Any, repeats: in
         trust = [signer.public_key()]
         for i in range(repeats):
             out = Path(ws) / f"m{i}.tgsp"
-            t = time.perf_counter(); tc.package(out, recipients=[recipient.public_key()], signer=signer)
+            t = time.perf_counter()
+            tc.package(out, recipients=[recipient.public_key()], signer=signer)
             build.append(time.perf_counter() - t)
-            t = time.perf_counter(); verify_package(out, trust=trust); verify.append(time.perf_counter() - t)
-            t = time.perf_counter(); hashlib.sha256(out.read_bytes()).digest(); sha.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            verify_package(out, trust=trust)
+            verify.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            hashlib.sha256(out.read_bytes()).digest()
+            sha.append(time.perf_counter() - t)
         size = out.stat().st_size
         tc.close()
     return {"bytes": size, "build_ms": scaled(summary(build, kind="absolute", unit="s"), 1000, "ms"),

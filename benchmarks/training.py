@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from .common import interleaved, peak_allocated_bytes, scaled, summary, synthetic_batch
+from .common import interleaved, scaled, summary, synthetic_batch
 
 VARIANTS = ("tinker_dp", "tinker_nondp", "peft_torch", "opacus_ref")
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

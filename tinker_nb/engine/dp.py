@@ -70,8 +70,9 @@ class GradientAccumulator:
 
     def _absorb_clipped(self, batch_size: int) -> ClipStats:
         C = self.max_grad_norm
-        if hasattr(self.hooks, "clip_and_accumulate"):
-            norms = self.hooks.clip_and_accumulate(C, self.sums)  # two whole-buffer ops, no per-parameter loop
+        hooks = self.hooks
+        if hooks is not None and hasattr(hooks, "clip_and_accumulate"):
+            norms = hooks.clip_and_accumulate(C, self.sums)  # two whole-buffer ops, no per-parameter loop
             clipped, mean, top = torch.stack([(norms > C).sum().to(norms.dtype), norms.mean(), norms.max()]).tolist()
             return ClipStats(batch_size, int(clipped), mean, top)
         grads = []
@@ -84,7 +85,7 @@ class GradientAccumulator:
         factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
         for s, g, p in zip(self.sums, grads, self.params):
             s.add_(torch.einsum("i,i...->...", factor.to(g.dtype), g).float())
-            p.grad_sample = None
+            p.grad_sample = None  # type: ignore[attr-defined]  # opacus's attribute
             p.grad = None
         clipped = int((norms > self.max_grad_norm).sum())
         return ClipStats(batch_size, clipped, float(norms.mean()), float(norms.max()))

@@ -6,14 +6,22 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
 from ..config import LoRAConfig
 from ..errors import ConfigError
 
-__all__ = ["LoadedModel", "load_base_model", "add_lora", "pick_device", "resolve_model_ref", "resolve_base_dtype",
-           "BASE_DTYPE_ENV"]
+__all__ = [
+    "BASE_DTYPE_ENV",
+    "LoadedModel",
+    "add_lora",
+    "load_base_model",
+    "pick_device",
+    "resolve_base_dtype",
+    "resolve_model_ref",
+]
 
 # Until TrainingConfig carries the base-weight dtype, this environment variable selects it (see resolve_base_dtype).
 BASE_DTYPE_ENV = "TINKER_NB_BASE_DTYPE"
@@ -21,7 +29,7 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
 
 
-def resolve_base_dtype(dtype: "torch.dtype | str | None", device: torch.device) -> torch.dtype:
+def resolve_base_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
     """The dtype of the frozen base weights: an explicit dtype/name, else ``$TINKER_NB_BASE_DTYPE``, else float32.
 
     ``"auto"`` means bfloat16 on a CUDA device that supports it and float32 elsewhere. Only the frozen
@@ -96,15 +104,16 @@ def load_base_model(model_ref: str, *, device: torch.device, dtype: torch.dtype 
         tok.pad_token = tok.eos_token
     model.config.use_cache = False
     # Trap (opacus#820): move to the device BEFORE get_peft_model, or hooks/optimizer hold stale params.
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers types .to() by its own wrapper
     max_pos = int(getattr(model.config, "max_position_embeddings", 0) or 0) or 10**9
-    vocab = int(model.get_input_embeddings().num_embeddings)
+    vocab = int(cast(torch.nn.Embedding, model.get_input_embeddings()).num_embeddings)
     return LoadedModel(model=model, tokenizer=tok, path=path, max_positions=max_pos, vocab_size=vocab)
 
 
 def add_lora(model: torch.nn.Module, lora: LoRAConfig, *, seed: int) -> torch.nn.Module:
     """Wrap ``model`` with LoRA adapters; only adapter weights are trainable. Init is seeded."""
-    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
 
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     missing = [m for m in lora.target_modules if m not in names]
@@ -114,7 +123,7 @@ def add_lora(model: torch.nn.Module, lora: LoRAConfig, *, seed: int) -> torch.nn
             f"{sorted(n for n in names if n.endswith('proj'))[:12]}."
         )
     cfg = PeftLoraConfig(
-        r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,  # type: ignore[arg-type]  # peft takes floats
         target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM",
     )
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():

@@ -61,7 +61,7 @@ class _PerExampleLinear(torch.autograd.Function):
     """``F.linear`` whose backward records per-example parameter gradients instead of batch ones."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, slot):  # noqa: D401 - autograd signature
+    def forward(ctx, x, weight, bias, slot):
         ctx.save_for_backward(x, weight)
         ctx.slot = slot
         return F.linear(x, weight, bias)
@@ -76,7 +76,7 @@ class _PerExampleLinear(torch.autograd.Function):
 
 
 class _Slot:
-    __slots__ = ("owner", "module", "w_off", "w_shape", "b_off", "b_size", "index", "transposed")
+    __slots__ = ("b_off", "b_size", "index", "module", "owner", "transposed", "w_off", "w_shape")
 
     def __init__(self, owner, module, index):
         self.owner, self.module, self.index = owner, module, index
@@ -99,10 +99,11 @@ class LinearPerExampleGrads:
     """
 
     def __init__(self, model: nn.Module, params: list[torch.nn.Parameter] | None = None) -> None:
-        self.modules = _trainable_modules(model)
-        bad = [type(m).__name__ for m in self.modules if type(m) is not nn.Linear]
+        found = _trainable_modules(model)
+        bad = [type(m).__name__ for m in found if type(m) is not nn.Linear]
         if bad:
             raise TypeError(f"LinearPerExampleGrads handles nn.Linear only, got {sorted(set(bad))}")
+        self.modules: list[nn.Linear] = [m for m in found if isinstance(m, nn.Linear)]
         self.params = list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
         offsets, off = {}, 0
         for p in self.params:
@@ -118,8 +119,8 @@ class LinearPerExampleGrads:
             if m.bias is not None and m.bias.requires_grad:
                 s.b_off, s.b_size = offsets[id(m.bias)], m.bias.numel()
             self.slots.append(s)
-            m.forward = partial(self._forward, s)
-        covered = sum((s.w_off is not None) * m.weight.numel() + s.b_size for s, m in zip(self.slots, self.modules))
+            m.forward = partial(self._forward, s)  # type: ignore[method-assign]  # this instance only
+        covered = sum(int(s.w_off is not None) * m.weight.numel() + s.b_size for s, m in zip(self.slots, self.modules))
         if covered != self.numel:
             raise TypeError("some trainable parameters are not weights or biases of a trainable nn.Linear")
         stored_t = {id(m.weight) for s, m in zip(self.slots, self.modules) if s.w_off is not None and s.transposed}
