@@ -17,27 +17,28 @@ import contextlib
 import functools
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError
 
 __all__ = [
-    "History",
-    "LiveRDP",
-    "epsilon",
-    "max_steps_within",
-    "calibrate_noise_multiplier",
-    "steps_for_epochs",
-    "accountant_version",
     "RDP_ORDERS",
     "EpsilonReport",
-    "report",
-    "pld_interval",
+    "History",
+    "LiveRDP",
+    "accountant_version",
+    "calibrate_noise_multiplier",
+    "epsilon",
     "gaussian_mu2_epsilon",
+    "max_steps_within",
+    "pld_interval",
     "quiet_absl",
+    "report",
+    "steps_for_epochs",
 ]
 
 History = Sequence[tuple[float, float, int]]
@@ -59,7 +60,7 @@ _QUIET = _QuietConvergence()
 
 
 @contextlib.contextmanager
-def quiet_absl():
+def quiet_absl() -> Iterator[None]:
     """Hide dp_accounting's per-order convergence messages while we call it (nothing global stays installed)."""
     log = logging.getLogger("absl")
     log.addFilter(_QUIET)
@@ -85,7 +86,7 @@ def _check(sigma: float, q: float, delta: float | None = None) -> None:
         raise ConfigError(f"delta must be in (0, 1), got {delta!r}.")
 
 
-def _event(history: History, gaussian_mu2: float = 0.0):
+def _event(history: History, gaussian_mu2: float = 0.0) -> Any:  # a dp_accounting DpEvent
     import dp_accounting as dpa
 
     events = [
@@ -211,7 +212,7 @@ def gaussian_mu2_epsilon(mu2: float, *, delta: float) -> float:
 
 def steps_for_epochs(*, sample_rate: float, epochs: float) -> int:
     """Number of Poisson steps that make ``epochs`` expected passes over the data (at least 1)."""
-    return max(1, int(math.ceil(epochs / sample_rate)))
+    return max(1, math.ceil(epochs / sample_rate))
 
 
 def max_steps_within(
@@ -347,8 +348,3 @@ class LiveRDP:
             if i < len(self._anchor_steps):
                 eps = min(eps, self.anchors[self._anchor_steps[i]])
         return eps
-
-
-def history_steps(history: Iterable[tuple[float, float, int]]) -> int:
-    """Total number of steps in a run-length encoded history."""
-    return int(sum(n for _, _, n in history))

@@ -7,21 +7,23 @@ and what to do. A refused call leaves the session, the artifact store and the le
 from __future__ import annotations
 
 __all__ = [
-    "TinkerError",
+    "BudgetExceededError",
     "ConfigError",
     "DataError",
-    "StateError",
-    "BudgetExceededError",
     "IntegrityError",
     "KeyAccessError",
-    "SignatureError",
     "PackageError",
+    "SignatureError",
+    "StateError",
+    "TinkerError",
     "TrustError",
 ]
 
 
 class TinkerError(Exception):
     """Base class of every error tinker_nb raises on purpose."""
+
+    entry: str | None  # set by package verification: the package entry the error is about (not always set)
 
 
 class ConfigError(TinkerError, ValueError):

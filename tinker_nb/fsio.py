@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["atomic_write", "atomic_file", "fsync_dir", "sqlite_connect", "immediate_tx"]
+__all__ = ["atomic_file", "atomic_write", "fsync_dir", "immediate_tx", "sqlite_connect"]
 
 
-def fsync_dir(folder: str | os.PathLike) -> None:
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
     """fsync a folder so that a rename or unlink inside it survives a power cut (no-op where unsupported)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -38,7 +38,7 @@ def fsync_dir(folder: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, *, mode: int = 0o600, temp_prefix: str | None = None,
+def atomic_file(path: str | os.PathLike[str], *, mode: int = 0o600, temp_prefix: str | None = None,
                 temp_suffix: str = ".tmp") -> Iterator[BinaryIO]:
     """``with atomic_file(p) as f: f.write(...)`` — ``p`` appears complete on success, untouched on error.
 
@@ -61,13 +61,13 @@ def atomic_file(path: str | os.PathLike, *, mode: int = 0o600, temp_prefix: str 
         raise
 
 
-def atomic_write(path: str | os.PathLike, data: bytes, *, mode: int = 0o600) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` atomically and durably (temp file, fsync, rename, fsync folder)."""
     with atomic_file(path, mode=mode) as f:
         f.write(data)
 
 
-def sqlite_connect(path: str | os.PathLike, *, readonly: bool = False, timeout: float = 30.0,
+def sqlite_connect(path: str | os.PathLike[str], *, readonly: bool = False, timeout: float = 30.0,
                    check_same_thread: bool = True) -> sqlite3.Connection:
     """An autocommit connection (transactions are explicit, see :func:`immediate_tx`).
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import IntegrityError
 
-__all__ = ["CHECKPOINT_KIND", "READABLE_KINDS", "build_state", "read_state", "sampling_label", "audit_params"]
+__all__ = ["CHECKPOINT_KIND", "READABLE_KINDS", "audit_params", "build_state", "read_state", "sampling_label"]
 
 CHECKPOINT_KIND = "tinker-nb/training-state/v2"
 #: v1 checkpoints (which also carried RNG states, now ignored) still load and package.
@@ -37,8 +37,9 @@ def sampling_label(sources: Iterable[str]) -> str:
     return "mixed (poisson and caller-supplied)"
 
 
-def build_state(*, config: dict, trainable: list[str], step: int, privacy: dict, data: dict | None,
-                optimizer_groups: list[dict] | None, metrics_history: list[dict]) -> dict[str, Any]:
+def build_state(*, config: dict[str, Any], trainable: list[str], step: int, privacy: dict[str, Any],
+                data: dict[str, Any] | None, optimizer_groups: list[dict[str, Any]] | None,
+                metrics_history: list[dict[str, Any]]) -> dict[str, Any]:
     """A checkpoint's state.json.
 
     ``privacy`` comes from the accountant: ``sigma``, ``sources`` (kind → steps), ``noise_fixed`` and

@@ -35,6 +35,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any, BinaryIO
 
 from .canonical import canonical_json as canonical
@@ -43,8 +44,17 @@ from .fsio import atomic_file, fsync_dir, immediate_tx, sqlite_connect
 from .security.aead import decrypt_stream, encrypt_stream, new_key
 from .security.keys import Keystore, WrappedKey
 
-__all__ = ["ArtifactStore", "ArtifactInfo", "ArtifactNotFoundError", "GarbageReport", "FORMAT_VERSION", "MAGIC",
-           "SAVE_BEGIN", "SAVE_COMMIT", "SAVE_ABORTED"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "SAVE_ABORTED",
+    "SAVE_BEGIN",
+    "SAVE_COMMIT",
+    "ArtifactInfo",
+    "ArtifactNotFoundError",
+    "ArtifactStore",
+    "GarbageReport",
+]
 
 MAGIC = b"TNCK"
 FORMAT_VERSION = 2
@@ -106,10 +116,10 @@ def _crash_point(name: str) -> None:
     """No-op marker between the steps of a save; the crash-safety tests SIGKILL the process here."""
 
 
-def _pack_payload(blobs: dict[str, bytes], metadata: dict) -> list[bytes]:
+def _pack_payload(blobs: dict[str, bytes], metadata: dict[str, Any]) -> list[bytes]:
     if not isinstance(blobs, dict):
         raise ConfigError("blobs must be a dict mapping names (str) to bytes.")
-    table = {"metadata": metadata, "blobs": []}
+    table: dict[str, Any] = {"metadata": metadata, "blobs": []}
     offset = 0
     for name, data in blobs.items():
         if not isinstance(name, str) or not isinstance(data, (bytes, bytearray)):
@@ -121,7 +131,7 @@ def _pack_payload(blobs: dict[str, bytes], metadata: dict) -> list[bytes]:
     return [struct.pack(">I", len(head)), head, *blobs.values()]
 
 
-def _unpack_payload(payload: bytes) -> tuple[dict[str, bytes], dict]:
+def _unpack_payload(payload: bytes) -> tuple[dict[str, bytes], dict[str, Any]]:
     """Split an authenticated payload by its table. The caller has matched SHA-256 of the whole payload,
     which covers the table and every blob byte, so the per-blob digests are not hashed again."""
     try:
@@ -146,7 +156,8 @@ def _dek_aad(fmt: int, header_sha: str, content_sha: str, size: int) -> bytes:
     return f"{header_sha}|{content_sha}|{size}".encode()
 
 
-_COLUMNS = "artifact_id, tenant, name, created, size, content_sha256, header_sha256, wrapped_dek, format_version, public"
+_COLUMNS = ("artifact_id, tenant, name, created, size, content_sha256, header_sha256, wrapped_dek, format_version, "
+            "public")
 
 
 @dataclass
@@ -166,7 +177,7 @@ class _Row:
 class ArtifactStore:
     """Per-tenant encrypted store of named artifacts (checkpoints) with an SQLite index."""
 
-    def __init__(self, workspace: str | os.PathLike, keystore: Keystore, *, tenant: str) -> None:
+    def __init__(self, workspace: str | os.PathLike[str], keystore: Keystore, *, tenant: str) -> None:
         self.workspace = Path(workspace)
         self.keystore = keystore
         self.tenant = tenant
@@ -182,10 +193,10 @@ class ArtifactStore:
     def __repr__(self) -> str:
         return f"ArtifactStore(workspace={str(self.workspace)!r}, tenant={self.tenant!r})"
 
-    def _tx(self) -> "_Tx":
+    def _tx(self) -> _Tx:
         return _Tx(sqlite_connect(self.index_path))
 
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         db = sqlite_connect(self.index_path)
         try:
             return db.execute(sql, args).fetchall()
@@ -195,8 +206,9 @@ class ArtifactStore:
             db.close()
 
     # ------------------------------------------------------------------ write
-    def save(self, name: str, blobs: dict[str, bytes], *, metadata: dict | None = None,
-             public: dict | None = None, ledger: Any = None, audit_summary: dict | None = None) -> ArtifactInfo:
+    def save(self, name: str, blobs: dict[str, bytes], *, metadata: dict[str, Any] | None = None,
+             public: dict[str, Any] | None = None, ledger: Any = None,
+             audit_summary: dict[str, Any] | None = None) -> ArtifactInfo:
         """Encrypt ``blobs`` (+ ``metadata``, encrypted too) under a fresh DEK and index it.
 
         ``public`` is a small dict of non-secret facts (e.g. the step), kept in clear in the index and
@@ -207,7 +219,8 @@ class ArtifactStore:
         """
         if not isinstance(name, str) or not name.strip() or len(name) > 200:
             raise ConfigError("artifact name must be a non-empty string of at most 200 characters.")
-        if metadata is not None and not isinstance(metadata, dict) or public is not None and not isinstance(public, dict):
+        if ((metadata is not None and not isinstance(metadata, dict))
+                or (public is not None and not isinstance(public, dict))):
             raise ConfigError("metadata and public must be dicts of JSON values.")
         try:
             canonical(metadata or {})
@@ -220,9 +233,9 @@ class ArtifactStore:
             raise ConfigError(f"the ledger belongs to tenant {ledger.tenant!r}, not {self.tenant!r}.")
         summary = dict(audit_summary or {})
         if ledger is not None:
-            from .ledger.log import _clean_summary
+            from .ledger.log import clean_summary
 
-            summary = _clean_summary(summary)
+            summary = clean_summary(summary)
         parts = _pack_payload(blobs, metadata or {})
         self.keystore.key_info(self.tenant)  # refuse a missing, shredded or locked tenant before anything is written
         artifact_id = uuid.uuid4().hex
@@ -240,7 +253,12 @@ class ArtifactStore:
             # The content hash runs in a second thread while the main one encrypts and writes
             # (hashlib releases the GIL on large buffers): a checkpoint save costs ~one pass, not two.
             content = hashlib.sha256()
-            hasher = threading.Thread(target=lambda: [content.update(p) for p in parts], daemon=True)
+
+            def hash_parts() -> None:
+                for p in parts:
+                    content.update(p)
+
+            hasher = threading.Thread(target=hash_parts, daemon=True)
             hasher.start()
             try:
                 with atomic_file(path, mode=0o600, temp_prefix=TEMP_PREFIX, temp_suffix=".tnc") as f:
@@ -336,14 +354,15 @@ class ArtifactStore:
             want["public"] = _loads(r.public, aid)
             size = os.fstat(f.fileno()).st_size
             if size != r.size:
-                raise IntegrityError(f"artifact {aid!r}: file size {size} differs from the authenticated size {r.size}.")
+                raise IntegrityError(f"artifact {aid!r}: file size {size} differs from the authenticated size "
+                                     f"{r.size}.")
         for k, v in want.items():
             if h.get(k) != v or type(h.get(k)) is not type(v):
                 raise IntegrityError(f"artifact {aid!r}: index field {k!r} does not match the authenticated header "
                                      "(the index was edited).")
         return header, dek, wrapped
 
-    def load(self, artifact_id: str) -> tuple[dict[str, bytes], dict, ArtifactInfo]:
+    def load(self, artifact_id: str) -> tuple[dict[str, bytes], dict[str, Any], ArtifactInfo]:
         """Verify tenant and integrity, then decrypt: returns (blobs, metadata, info)."""
         r = self._row(artifact_id)
         path = self.dir / f"{r.artifact_id}.tnc"
@@ -487,7 +506,7 @@ class ArtifactStore:
         return rep
 
     # ------------------------------------------------------------------ keys
-    def rotate(self) -> dict:
+    def rotate(self) -> dict[str, Any]:
         """New primary KEK for the tenant and rewrap every DEK under it (files are not re-encrypted)."""
         version = self.keystore.rotate(self.tenant)
         n = 0
@@ -536,7 +555,8 @@ class _Tx:
             self.db.close()
             raise
 
-    def __exit__(self, et, ev, tb) -> bool:
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> bool:
         try:
             return bool(self._cm.__exit__(et, ev, tb))
         finally:

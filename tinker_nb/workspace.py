@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .security.signing import HybridSigner
     from .storage import ArtifactStore
 
-__all__ = ["Workspace", "Tenant", "validate_tenant", "DEFAULT_WORKSPACE", "default_workspace_path"]
+__all__ = ["DEFAULT_WORKSPACE", "Tenant", "Workspace", "default_workspace_path", "validate_tenant"]
 
 DEFAULT_WORKSPACE = ".tinker_nb"
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -53,8 +53,8 @@ def default_workspace_path() -> Path:
 class Workspace:
     """A workspace folder and its keystore, signer, privacy odometer and per-tenant store and ledger."""
 
-    def __init__(self, path: str | os.PathLike | None = None, *, passphrase: str | None = None,
-                 key_file: str | os.PathLike | None = None, create: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, passphrase: str | None = None,
+                 key_file: str | os.PathLike[str] | None = None, create: bool = True) -> None:
         if isinstance(path, Workspace):
             raise ConfigError("pass the Workspace itself, not Workspace(Workspace(...)).")
         self.path = Path(path if path is not None else default_workspace_path()).expanduser().resolve()
@@ -82,7 +82,7 @@ class Workspace:
     def __str__(self) -> str:
         return str(self.path)
 
-    def __truediv__(self, other: str | os.PathLike) -> Path:
+    def __truediv__(self, other: str | os.PathLike[str]) -> Path:
         return self.path / other
 
     def __eq__(self, other: object) -> bool:
@@ -227,7 +227,7 @@ class Tenant:
     def odometer(self) -> PrivacyOdometer:
         return self.workspace.odometer
 
-    def audit(self, operation: str, params: dict, summary: dict | None = None) -> None:
+    def audit(self, operation: str, params: dict[str, Any], summary: dict[str, Any] | None = None) -> None:
         """Append one entry to the ledger (digest of params; only the non-secret summary in clear)."""
         self.ledger.append(operation, params, summary=summary or {})
 

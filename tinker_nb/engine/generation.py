@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -48,7 +49,7 @@ def _check(max_tokens, temperature, top_p, top_k, stop, seed) -> list[str]:
 
 
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], *, max_tokens: int, temperature: float, top_p: float,
+def generate(model, tokenizer, prompts: str | Sequence[str], *, max_tokens: int, temperature: float, top_p: float,
              top_k: int | None, stop, seed: int | None, num_samples: int, device: torch.device,
              max_positions: int, generator: torch.Generator | None = None, limit_name: str = "max_seq_len",
              encode=None) -> SampleResult:

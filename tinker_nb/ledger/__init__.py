@@ -1,7 +1,24 @@
 """Tamper-evident audit ledger: hash chain + RFC 9162 Merkle tree + signed checkpoints (torch-free)."""
 
-from .log import SIGNED_AFTER, AuditLedger, Entry, SignedCheckpoint, VerifyReport, checkpoint_message, load_checkpoint_file
+from .log import (
+    SIGNED_AFTER,
+    AuditLedger,
+    Entry,
+    SignedCheckpoint,
+    VerifyReport,
+    checkpoint_message,
+    load_checkpoint_file,
+)
 from .merkle import verify_consistency, verify_inclusion
 
-__all__ = ["AuditLedger", "Entry", "SignedCheckpoint", "VerifyReport", "checkpoint_message", "load_checkpoint_file", "SIGNED_AFTER",
-           "verify_inclusion", "verify_consistency"]
+__all__ = [
+    "SIGNED_AFTER",
+    "AuditLedger",
+    "Entry",
+    "SignedCheckpoint",
+    "VerifyReport",
+    "checkpoint_message",
+    "load_checkpoint_file",
+    "verify_consistency",
+    "verify_inclusion",
+]

@@ -25,15 +25,28 @@ import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from ..canonical import canonical_json
 from ..errors import ConfigError, IntegrityError, SignatureError
 from ..fsio import immediate_tx, sqlite_connect
 from . import merkle
 
-__all__ = ["AuditLedger", "Entry", "SignedCheckpoint", "VerifyReport", "GENESIS", "CHECKPOINT_CONTEXT",
-           "SIGNED_AFTER", "checkpoint_message"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "CHECKPOINT_CONTEXT",
+    "GENESIS",
+    "SIGNED_AFTER",
+    "AuditLedger",
+    "Entry",
+    "SignedCheckpoint",
+    "VerifyReport",
+    "checkpoint_message",
+    "clean_summary",
+]
 
 # Operations after which a ledger that has a signer signs a checkpoint in the same call.
 SIGNED_AFTER = frozenset({"save_state", "save_aborted", "package", "rotate_keys", "retire_key", "shred_tenant",
@@ -51,11 +64,11 @@ class Entry:
     tenant: str
     operation: str
     params_digest: str
-    summary: dict
+    summary: dict[str, Any]
     prev_hash: str
     record_hash: str
 
-    def body(self) -> dict:
+    def body(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("record_hash")
         return d
@@ -71,11 +84,11 @@ class SignedCheckpoint:
     signature: str  # base64 composite signature
     public_key: str  # base64, for display; verification trusts only a pinned key
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Any) -> "SignedCheckpoint":
+    def from_dict(cls, d: Any) -> SignedCheckpoint:
         """Parse an exported checkpoint (``to_dict()`` form); IntegrityError naming what is malformed."""
         fields = ("size", "root_hash", "timestamp", "tenant", "key_id", "signature", "public_key")
         if not isinstance(d, dict) or set(d) != set(fields):
@@ -119,7 +132,7 @@ class VerifyReport:
     def __bool__(self) -> bool:
         return self.ok
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -127,11 +140,12 @@ def checkpoint_message(tenant: str, size: int, root_hex: str, ts: str) -> bytes:
     return f"tinker-nb/ledger-checkpoint/v1\n{tenant}\n{size}\n{root_hex}\n{ts}\n".encode()
 
 
-def record_hash(body: dict) -> str:
+def record_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
-def _clean_summary(summary: dict) -> dict:
+def clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """A ledger entry's summary as stored: string keys, small scalar values (NaN becomes None); else ConfigError."""
     out = {}
     for k, v in (summary or {}).items():
         if not isinstance(k, str):
@@ -191,7 +205,7 @@ class AuditLedger:
     def __repr__(self) -> str:
         return f"AuditLedger(path={str(self.path)!r}, tenant={self.tenant!r}, entries={self.size()})"
 
-    def _connect(self) -> "_Conn":
+    def _connect(self) -> _Conn:
         """The ledger's one connection (opened lazily, shared by threads under a lock)."""
         if self._db is None:
             self._db = sqlite_connect(self.path, readonly=self.readonly, timeout=60, check_same_thread=False)
@@ -204,7 +218,8 @@ class AuditLedger:
                 self._db = None
 
     # ------------------------------------------------------------------ append
-    def append(self, operation: str, params: dict | None = None, *, summary: dict | None = None) -> Entry:
+    def append(self, operation: str, params: dict[str, Any] | None = None, *,
+               summary: dict[str, Any] | None = None) -> Entry:
         """Durably append one entry (digest of ``params``; ``summary`` of non-secret scalars in clear)."""
         if self.readonly:
             raise ConfigError("this ledger was opened read-only (for verification); it cannot be appended to.")
@@ -214,7 +229,7 @@ class AuditLedger:
             digest = hashlib.sha256(canonical_json(params or {})).hexdigest()
         except (TypeError, ValueError):
             digest = hashlib.sha256(repr(sorted((params or {}).items())).encode()).hexdigest()
-        summ = _clean_summary(summary or {})
+        summ = clean_summary(summary or {})
         with self._connect() as db:
             self._append_tx(db, operation, digest, summ)
             entry = self._last_appended
@@ -222,7 +237,7 @@ class AuditLedger:
             self.checkpoint()
         return entry
 
-    def _append_tx(self, db, operation: str, digest: str, summ: dict) -> None:
+    def _append_tx(self, db: sqlite3.Connection, operation: str, digest: str, summ: dict[str, Any]) -> None:
         with immediate_tx(db):  # BEGIN IMMEDIATE serialises writers across processes
             last = db.execute("SELECT seq, record_hash FROM entries WHERE tenant=? ORDER BY seq DESC LIMIT 1",
                               (self.tenant,)).fetchone()
@@ -235,7 +250,7 @@ class AuditLedger:
         self._last_appended = e
 
     # ------------------------------------------------------------------ read
-    def _rows(self, start: int = 0, stop: int | None = None) -> list[tuple]:
+    def _rows(self, start: int = 0, stop: int | None = None) -> list[tuple[Any, ...]]:
         with self._connect() as db:
             q = "SELECT seq, ts, tenant, operation, params_digest, summary, prev_hash, record_hash FROM entries " \
                 "WHERE tenant=? AND seq>=?" + (" AND seq<?" if stop is not None else "") + " ORDER BY rowid"
@@ -246,12 +261,12 @@ class AuditLedger:
                 raise IntegrityError(f"the audit ledger {self.path.name} is unreadable ({exc}).") from None
 
     @staticmethod
-    def _entry(r: tuple) -> Entry:
+    def _entry(r: tuple[Any, ...]) -> Entry:
         return Entry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7])
 
     def size(self) -> int:
         with self._connect() as db:
-            return db.execute("SELECT COUNT(*) FROM entries WHERE tenant=?", (self.tenant,)).fetchone()[0]
+            return int(db.execute("SELECT COUNT(*) FROM entries WHERE tenant=?", (self.tenant,)).fetchone()[0])
 
     def head_info(self) -> tuple[int, str]:
         """(number of entries, head hash) in one query: cheap enough for a live display."""
@@ -280,7 +295,7 @@ class AuditLedger:
         return merkle.root(self._leaf_hashes(size)).hex()
 
     # ------------------------------------------------------------------ proofs
-    def inclusion_proof(self, seq: int, *, tree_size: int | None = None) -> dict:
+    def inclusion_proof(self, seq: int, *, tree_size: int | None = None) -> dict[str, Any]:
         leaves = self._leaf_hashes(tree_size)
         if not 0 <= seq < len(leaves):
             raise ConfigError(f"entry {seq} is not in a tree of size {len(leaves)}.")
@@ -288,7 +303,7 @@ class AuditLedger:
                 "root_hash": merkle.root(leaves).hex(),
                 "proof": [p.hex() for p in merkle.inclusion_proof(seq, leaves)]}
 
-    def consistency_proof(self, old_size: int, new_size: int | None = None) -> dict:
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> dict[str, Any]:
         leaves = self._leaf_hashes(new_size)
         if not 0 < old_size <= len(leaves):
             raise ConfigError(f"need 0 < old_size <= {len(leaves)}, got {old_size}.")
@@ -324,13 +339,13 @@ class AuditLedger:
                 if not r or r[0][7] != self._frontier_head:
                     f, self._frontier, self._frontier_head = merkle.Frontier(), merkle.Frontier(), GENESIS
             rows = self._rows(f.size)
-            for i, r in enumerate(rows):
-                if r[0] != f.size:
+            for row in rows:
+                if row[0] != f.size:
                     # not contiguous (an entry is missing): sign what the entries really are
                     leaves = self._leaf_hashes()
                     return len(leaves), merkle.root(leaves).hex()
-                f.push(merkle.leaf_hash(bytes.fromhex(r[7])))
-                self._frontier_head = r[7]
+                f.push(merkle.leaf_hash(bytes.fromhex(row[7])))
+                self._frontier_head = row[7]
             return f.size, f.root().hex()
 
     def checkpoints(self) -> list[SignedCheckpoint]:
@@ -391,7 +406,8 @@ class AuditLedger:
                 body = (f'{{"operation":{q(op)},"params_digest":{q(pdig)},"prev_hash":{q(prev_hash)},'
                         f'"seq":{seq},"summary":{summ},"tenant":{q(tenant)},"ts":{q(ts)}}}')
             except TypeError:
-                return self._report(False, i, 0, seq, f"entry {seq}: a field has the wrong type (the entry was edited).")
+                return self._report(False, i, 0, seq,
+                                    f"entry {seq}: a field has the wrong type (the entry was edited).")
             if sha(body.encode()).hexdigest() != rh:
                 return self._report(False, i, 0, seq, f"entry {seq}: record hash does not match its "
                                     "contents (the entry was edited).")
@@ -419,20 +435,21 @@ class AuditLedger:
                                     f"checkpoint {j}'s root.")
         return self._report(True, len(rows), len(cps), None, None, tree.root().hex())
 
-    def _report(self, ok, n, ncp, bad, reason, root_hex=None) -> VerifyReport:
+    def _report(self, ok: bool, n: int, ncp: int, bad: int | None, reason: str | None,
+                root_hex: str | None = None) -> VerifyReport:
         rep = VerifyReport(ok, n, ncp, bad, reason, root_hex)
         self.last_verification = rep
         return rep
 
     # ------------------------------------------------------------------ views
-    def state(self) -> dict:
+    def state(self) -> dict[str, Any]:
         """Small summary for dashboards: entries, head hash, last checkpoint, last verification."""
         cps = self.checkpoints()
         return {"entries": self.size(), "head_hash": self.head(),
                 "last_checkpoint": cps[-1].to_dict() if cps else None,
                 "last_verification": self.last_verification.to_dict() if self.last_verification else None}
 
-    def to_pandas(self):
+    def to_pandas(self) -> pd.DataFrame:
         import pandas as pd
 
         rows = [asdict(e) for e in self.entries()]
@@ -446,14 +463,15 @@ class AuditLedger:
 class _Conn:
     """``with ledger._connect() as db``: the shared connection, held under the ledger's lock."""
 
-    def __init__(self, db: sqlite3.Connection, lock) -> None:
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
         self.db, self.lock = db, lock
 
     def __enter__(self) -> sqlite3.Connection:
         self.lock.acquire()
         return self.db
 
-    def __exit__(self, et, ev, tb) -> None:
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
         try:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK" if et else "COMMIT")

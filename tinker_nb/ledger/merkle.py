@@ -10,8 +10,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-__all__ = ["leaf_hash", "node_hash", "root", "Frontier", "inclusion_proof", "consistency_proof", "verify_inclusion",
-           "verify_consistency", "EMPTY_ROOT"]
+__all__ = [
+    "EMPTY_ROOT",
+    "Frontier",
+    "consistency_proof",
+    "inclusion_proof",
+    "leaf_hash",
+    "node_hash",
+    "root",
+    "verify_consistency",
+    "verify_inclusion",
+]
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
@@ -45,7 +54,7 @@ class Frontier:
     stack from the right equals MTH's split at the largest power of two below n.
     """
 
-    __slots__ = ("size", "_stack")
+    __slots__ = ("_stack", "size")
 
     def __init__(self) -> None:
         self.size = 0

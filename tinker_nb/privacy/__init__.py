@@ -8,4 +8,4 @@ from __future__ import annotations
 from .accountant import PrivacyAccountant, StepCharge
 from .odometer import CALLER_POOL, Composition, PrivacyOdometer, dataset_pool
 
-__all__ = ["PrivacyAccountant", "StepCharge", "PrivacyOdometer", "Composition", "CALLER_POOL", "dataset_pool"]
+__all__ = ["CALLER_POOL", "Composition", "PrivacyAccountant", "PrivacyOdometer", "StepCharge", "dataset_pool"]

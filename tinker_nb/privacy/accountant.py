@@ -57,7 +57,8 @@ class _Rdp:
         if key not in self._per_step:
             from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
-            with accounting.quiet_absl():  # dp_accounting's (documented-in-code) per-step RDP of the subsampled Gaussian
+            # dp_accounting's (documented-in-code) per-step RDP of the subsampled Gaussian
+            with accounting.quiet_absl():
                 self._per_step[key] = np.asarray(rdp._compute_rdp_poisson_subsampled_gaussian(q, sigma, self.orders),
                                                  dtype=float)
         return self._per_step[key]
@@ -106,7 +107,7 @@ class PrivacyAccountant:
         self._pending: str | None = None  # kind of the step being accumulated
         self._rdp = _Rdp()
         self._headroom: tuple[Composition, int] | None = None  # (base composition, steps of (σ, q) that fit)
-        self._exact: dict[tuple, accounting.EpsilonReport] = {}
+        self._exact: dict[tuple[Any, ...], accounting.EpsilonReport] = {}
 
     # ---------------------------------------------------------------- setup
     def bind_dataset(self, *, digest: str, size: int) -> dict[str, Any]:
@@ -133,6 +134,7 @@ class PrivacyAccountant:
                                   "meaningful guarantee; lower target_delta (e.g. 1/(10*N)).")
             if sigma is None:
                 planned = accounting.steps_for_epochs(sample_rate=q, epochs=self._epochs)
+                assert dp.target_epsilon is not None  # DPConfig requires noise_multiplier or target_epsilon
                 sigma = accounting.calibrate_noise_multiplier(
                     target_epsilon=dp.target_epsilon, delta=dp.target_delta, sample_rate=q, steps=planned,
                     accountant=self.accountant_name)

@@ -26,7 +26,7 @@ from typing import Any
 from .. import accounting
 from ..errors import ConfigError, IntegrityError
 
-__all__ = ["Composition", "PrivacyOdometer", "CALLER_POOL", "dataset_pool"]
+__all__ = ["CALLER_POOL", "Composition", "PrivacyOdometer", "dataset_pool"]
 
 CALLER_POOL = "caller-supplied"
 _SCHEMA = """

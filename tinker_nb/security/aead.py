@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import IntegrityError
 
-__all__ = ["seal", "open_sealed", "encrypt_stream", "decrypt_stream", "new_key", "READ_CHUNK", "NONCE_LEN"]
+__all__ = ["NONCE_LEN", "READ_CHUNK", "decrypt_stream", "encrypt_stream", "new_key", "open_sealed", "seal"]
 
 NONCE_LEN = 12
 READ_CHUNK = 1 << 20  # bytes fed to the stream cipher at a time: bounds memory on both sides
@@ -61,7 +61,13 @@ def encrypt_stream(key: bytes, chunks: Iterable[bytes], out: BinaryIO, *, contex
     return n + len(tail)
 
 
-def decrypt_stream(key: bytes, inp: BinaryIO, *, context: bytes, what: str = "artifact") -> bytes:
+class Readable(Protocol):
+    """What ``decrypt_stream`` reads from: a binary file, or anything with ``read(n) -> bytes``."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def decrypt_stream(key: bytes, inp: Readable, *, context: bytes, what: str = "artifact") -> bytes:
     """Decrypt a Cobblestone-256 stream from ``inp``; IntegrityError on any change, cut or extension.
 
     Reads ``READ_CHUNK`` bytes at a time. Plaintext is only returned after ``finalize`` has verified the

@@ -18,6 +18,7 @@ import binascii
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import IntegrityError, KeyAccessError, SignatureError
 from ..fsio import atomic_write
@@ -25,14 +26,14 @@ from .aead import open_sealed, seal
 from .keys import Keystore
 from .signing import HybridPublicKey, HybridSigner
 
-__all__ = ["workspace_signer", "read_workspace_identity", "IDENTITY_FILE"]
+__all__ = ["IDENTITY_FILE", "read_workspace_identity", "workspace_signer"]
 
 IDENTITY_FILE = "identity.json"
 _AAD = b"tinker-nb/workspace-identity/v1"
 _TYPE = "tinker-nb/workspace-identity"
 
 
-def _read(path: Path) -> tuple[dict, HybridPublicKey]:
+def _read(path: Path) -> tuple[dict[str, Any], HybridPublicKey]:
     try:
         d = json.loads(path.read_bytes())
     except FileNotFoundError:
@@ -53,7 +54,7 @@ def _read(path: Path) -> tuple[dict, HybridPublicKey]:
     return d, pk
 
 
-def read_workspace_identity(workspace: str | os.PathLike) -> HybridPublicKey:
+def read_workspace_identity(workspace: str | os.PathLike[str]) -> HybridPublicKey:
     """The workspace identity's public key, read from ``identity.json`` (no root key needed)."""
     return _read(Path(workspace) / IDENTITY_FILE)[1]
 

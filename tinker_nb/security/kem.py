@@ -17,16 +17,17 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey, MLKEM768PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from ..errors import IntegrityError, KeyAccessError
+from ..errors import KeyAccessError
 from .passphrase import protect, unprotect
 
-__all__ = ["RecipientIdentity", "RecipientPublicKey", "seal", "load_recipient", "load_identity", "SUITE_NAME"]
+__all__ = ["SUITE_NAME", "RecipientIdentity", "RecipientPublicKey", "load_identity", "load_recipient", "seal"]
 
 SUITE_NAME = "HPKE-Base(MLKEM768-X25519, HKDF-SHA256, AES-256-GCM)"
 _SUITE = hpke.Suite(hpke.KEM.MLKEM768_X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
@@ -53,7 +54,7 @@ class RecipientPublicKey:
     def key_id(self) -> str:
         return hashlib.sha256(self.raw).hexdigest()
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "tinker-nb/recipient", "suite": SUITE_NAME, "key_id": self.key_id,
                 "public_key": base64.b64encode(self.raw).decode()}
 
@@ -90,7 +91,7 @@ class RecipientIdentity:
                                        + self._x.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
     @classmethod
-    def from_seed(cls, seed: bytes) -> "RecipientIdentity":
+    def from_seed(cls, seed: bytes) -> RecipientIdentity:
         """The identity of a 32-byte X-Wing seed: SHAKE256(seed, 96) = ML-KEM d ‖ z ‖ X25519 key."""
         if not isinstance(seed, (bytes, bytearray)) or len(seed) != XWING_SEED:
             raise KeyAccessError(f"an X-Wing seed is {XWING_SEED} bytes.")
@@ -98,7 +99,7 @@ class RecipientIdentity:
         return cls(exp[:64], exp[64:], xwing_seed=bytes(seed))
 
     @classmethod
-    def from_private_bytes(cls, raw: bytes) -> "RecipientIdentity":
+    def from_private_bytes(cls, raw: bytes) -> RecipientIdentity:
         """32 bytes (X-Wing seed, current form) or 96 bytes (expanded ML-KEM seed ‖ X25519 key, older files)."""
         if isinstance(raw, (bytes, bytearray)) and len(raw) == XWING_SEED:
             return cls.from_seed(raw)
@@ -108,7 +109,7 @@ class RecipientIdentity:
                              "(expanded, older files).")
 
     @classmethod
-    def generate(cls) -> "RecipientIdentity":
+    def generate(cls) -> RecipientIdentity:
         return cls.from_seed(os.urandom(XWING_SEED))
 
     def public_key(self) -> RecipientPublicKey:
@@ -122,14 +123,15 @@ class RecipientIdentity:
         try:
             return _SUITE.decrypt(sealed, self._priv, info=_info(info, aad))
         except Exception:  # noqa: BLE001 - InvalidTag / ValueError from HPKE: never leak details
-            raise KeyAccessError("cannot open the sealed key with this identity (not a recipient, or altered).") from None
+            raise KeyAccessError("cannot open the sealed key with this identity (not a recipient, or "
+                                 "altered).") from None
 
     def _private_bytes(self) -> bytes:
         if self._xwing_seed is not None:
             return self._xwing_seed
         return self._seed + self._x.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
-    def to_protected_dict(self, passphrase: str) -> dict:
+    def to_protected_dict(self, passphrase: str) -> dict[str, Any]:
         return {"type": "tinker-nb/recipient-identity", "suite": SUITE_NAME, "key_id": self.key_id,
                 "private_key_format": "x-wing-seed" if self._xwing_seed is not None else "expanded-96",
                 "public_key": base64.b64encode(self._pub.raw).decode(),
@@ -144,7 +146,7 @@ class RecipientIdentity:
         return f"RecipientIdentity(key_id={self.key_id[:16]}…)"
 
 
-def load_recipient(src: str | Path | dict | RecipientPublicKey) -> RecipientPublicKey:
+def load_recipient(src: str | Path | dict[str, Any] | RecipientPublicKey) -> RecipientPublicKey:
     """Read a recipient public key (file, dict, or an identity/public key object)."""
     if isinstance(src, RecipientPublicKey):
         return src
@@ -168,7 +170,7 @@ def load_recipient(src: str | Path | dict | RecipientPublicKey) -> RecipientPubl
     return pk
 
 
-def load_identity(src: str | Path | dict, *, passphrase: str) -> RecipientIdentity:
+def load_identity(src: str | Path | dict[str, Any], *, passphrase: str) -> RecipientIdentity:
     d = src if isinstance(src, dict) else _read(src)
     if not isinstance(d, dict):
         raise KeyAccessError("not a tinker-nb recipient identity file.")
@@ -186,9 +188,10 @@ def load_identity(src: str | Path | dict, *, passphrase: str) -> RecipientIdenti
     return ident
 
 
-def _read(path) -> dict:
+def _read(path: str | Path) -> dict[str, Any]:
     try:
-        return json.loads(Path(path).read_text())
+        data: dict[str, Any] = json.loads(Path(path).read_text())
+        return data
     except FileNotFoundError:
         raise KeyAccessError(f"key file {path} does not exist.") from None
     except IsADirectoryError:
@@ -198,5 +201,3 @@ def _read(path) -> dict:
     except (ValueError, UnicodeDecodeError):
         raise KeyAccessError(f"key file {path} is not valid JSON.") from None
 
-
-_ = IntegrityError  # re-exported for callers that catch either

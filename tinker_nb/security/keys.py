@@ -32,7 +32,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,15 +40,24 @@ from typing import Any
 try:  # POSIX advisory locks serialise keystore updates across processes (two kernels, the CLI)
     import fcntl
 except ImportError:  # pragma: no cover - Windows: thread lock only
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # checked before every use
 
 from ..errors import ConfigError, IntegrityError, KeyAccessError
 from ..fsio import atomic_write
 from .aead import new_key, open_sealed, seal
 from .passphrase import ARGON2_PARAMS, check_argon2_params, derive_key
 
-__all__ = ["Keystore", "WrappedKey", "KeystoreInfo", "atomic_write", "read_keystore", "keystore_info",
-           "KEYSTORE_FILE", "BACKUP_FILE", "ENV_VAR"]
+__all__ = [
+    "BACKUP_FILE",
+    "ENV_VAR",
+    "KEYSTORE_FILE",
+    "Keystore",
+    "KeystoreInfo",
+    "WrappedKey",
+    "atomic_write",
+    "keystore_info",
+    "read_keystore",
+]
 
 KEYSTORE_FILE = "keystore.json"
 BACKUP_FILE = "keystore.json.bak"
@@ -69,14 +78,15 @@ class WrappedKey:
     version: int
     blob: bytes
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"tenant": self.tenant, "key_id": self.key_id, "version": self.version,
                 "blob": base64.b64encode(self.blob).decode()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WrappedKey":
+    def from_dict(cls, d: dict[str, Any]) -> WrappedKey:
         try:
-            return cls(str(d["tenant"]), str(d["key_id"]), int(d["version"]), base64.b64decode(d["blob"], validate=True))
+            return cls(str(d["tenant"]), str(d["key_id"]), int(d["version"]),
+                       base64.b64decode(d["blob"], validate=True))
         except (KeyError, TypeError, ValueError, binascii.Error):
             raise IntegrityError("a wrapped data key in the index is malformed (the index was altered).") from None
 
@@ -137,7 +147,7 @@ def _valid_tenant_name(tenant: object) -> bool:
         and tenant.isascii()
 
 
-def validate_keystore(data: object, where: str = KEYSTORE_FILE) -> dict:
+def validate_keystore(data: object, where: str = KEYSTORE_FILE) -> dict[str, Any]:
     """Check the structure of a parsed keystore document; IntegrityError naming the first bad field."""
     def bad(msg: str) -> IntegrityError:
         return IntegrityError(f"{where} is malformed: {msg}. Nothing was changed; restore the file from "
@@ -210,7 +220,7 @@ def validate_keystore(data: object, where: str = KEYSTORE_FILE) -> dict:
     return data
 
 
-def read_keystore(path: str | os.PathLike) -> dict:
+def read_keystore(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse and validate a ``keystore.json`` (IntegrityError if malformed, KeyAccessError if missing)."""
     p = Path(path)
     try:
@@ -227,7 +237,7 @@ def read_keystore(path: str | os.PathLike) -> dict:
     return validate_keystore(data, p.name)
 
 
-def keystore_info(workspace: str | os.PathLike) -> KeystoreInfo:
+def keystore_info(workspace: str | os.PathLike[str]) -> KeystoreInfo:
     """Public facts of a workspace's keystore without opening any key (ConfigError if there is none)."""
     ws = Path(workspace)
     path = ws / KEYSTORE_FILE
@@ -257,8 +267,8 @@ class Keystore:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, workspace: str | os.PathLike, *, passphrase: str | None = None,
-             key_file: str | os.PathLike | None = None, env_var: str = ENV_VAR) -> "Keystore":
+    def open(cls, workspace: str | os.PathLike[str], *, passphrase: str | None = None,
+             key_file: str | os.PathLike[str] | None = None, env_var: str = ENV_VAR) -> Keystore:
         """Open (or, for a new workspace, create) the workspace keystore.
 
         Root key sources, in order: ``passphrase`` (Argon2id with the stored salt), ``key_file``, the
@@ -291,9 +301,11 @@ class Keystore:
         return cls(path, root_key=root, source=source)
 
     @staticmethod
-    def _root_key(ws: Path, data: dict | None, *, passphrase, key_file, env_var) -> tuple[bytes, dict, str]:
+    def _root_key(ws: Path, data: dict[str, Any] | None, *, passphrase: str | None,
+                  key_file: str | os.PathLike[str] | None, env_var: str) -> tuple[bytes, dict[str, Any], str]:
         stored = (data or {}).get("kdf", {}).get("type")
         if passphrase is not None:
+            kdf: dict[str, Any]
             if data is None:
                 kdf = {"type": "argon2id", "salt": base64.b64encode(os.urandom(16)).decode(),
                        "params": dict(ARGON2_PARAMS)}
@@ -340,7 +352,7 @@ class Keystore:
         _write_verified(self.path, self._data, self._root)
 
     @contextlib.contextmanager
-    def _locked(self, *, shared: bool = False):
+    def _locked(self, *, shared: bool = False) -> Iterator[None]:
         """This process's lock plus an flock on ``keystore.lock``, then a fresh read of keystore.json.
 
         Exclusive for read-modify-write (create, rotate, retire, destroy), shared for wrap/unwrap, so a
@@ -350,7 +362,7 @@ class Keystore:
             self._reload()
             yield
 
-    def locked(self):
+    def locked(self) -> contextlib.AbstractContextManager[None]:
         """Hold the keystore's shared lock: no key version can be retired or shredded meanwhile.
 
         ``ArtifactStore.save`` wraps its DEK and inserts its index row inside this, so a concurrent
@@ -365,8 +377,8 @@ class Keystore:
     def _aad(tenant: str, key_id: str, version: int) -> bytes:
         return f"tinker-nb/kek/v1|{tenant}|{key_id}|{version}".encode()
 
-    def _tenant(self, tenant: str) -> dict:
-        t = self._data["tenants"].get(tenant)
+    def _tenant(self, tenant: str) -> dict[str, Any]:
+        t: dict[str, Any] | None = self._data["tenants"].get(tenant)
         if t is None:
             raise KeyAccessError(f"tenant {tenant!r} has no keys in this workspace.")
         if t.get("destroyed"):
@@ -401,7 +413,7 @@ class Keystore:
 
     # ------------------------------------------------------------------ tenant secrets
     @staticmethod
-    def _tenant_secret_key(root: bytes, tenant: str, sec: dict, secret: str | bytes) -> bytes:
+    def _tenant_secret_key(root: bytes, tenant: str, sec: dict[str, Any], secret: str | bytes) -> bytes:
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -448,7 +460,8 @@ class Keystore:
         """Names of crypto-shredded tenants (kept so a name is never silently re-created)."""
         return sorted(k for k, v in self._data["tenants"].items() if v.get("destroyed"))
 
-    def create_tenant(self, tenant: str, *, secret: str | bytes | None = None, recreate: bool = False) -> dict:
+    def create_tenant(self, tenant: str, *, secret: str | bytes | None = None,
+                      recreate: bool = False) -> dict[str, Any]:
         """Create a tenant with a fresh KEK version 1.
 
         ``secret``: a passphrase (str, Argon2id) or a 32-byte key of the tenant's own; its KEKs are then
@@ -458,8 +471,8 @@ class Keystore:
         """
         if not _valid_tenant_name(tenant):
             raise ConfigError(f"tenant must be 1-64 ASCII letters, digits, '-' or '_', got {tenant!r}.")
-        if secret is not None and not (isinstance(secret, str) and len(secret) >= 8
-                                       or isinstance(secret, (bytes, bytearray)) and len(secret) == 32):
+        if secret is not None and not ((isinstance(secret, str) and len(secret) >= 8)
+                                       or (isinstance(secret, (bytes, bytearray)) and len(secret) == 32)):
             raise ConfigError("a tenant secret is a passphrase of at least 8 characters or a 32-byte key.")
         with self._locked():
             existing = self._data["tenants"].get(tenant)
@@ -472,7 +485,7 @@ class Keystore:
                                      "explicitly with recreate=True.")
             entry: dict[str, Any] = {"primary": 0, "versions": {}, "created": time.time()}
             if secret is not None:
-                sec = {"type": "passphrase" if isinstance(secret, str) else "key",
+                sec: dict[str, Any] = {"type": "passphrase" if isinstance(secret, str) else "key",
                        "salt": base64.b64encode(os.urandom(16)).decode()}
                 if isinstance(secret, str):
                     sec["params"] = dict(ARGON2_PARAMS)
@@ -497,7 +510,7 @@ class Keystore:
         t["primary"] = version
         return version
 
-    def key_info(self, tenant: str) -> dict:
+    def key_info(self, tenant: str) -> dict[str, Any]:
         """Public facts about a tenant's keys (ids, versions, status): never key material."""
         t = self._tenant(tenant)
         return {"tenant": tenant, "primary_version": t["primary"], "own_secret": bool(t.get("secret")),
@@ -589,7 +602,7 @@ class Keystore:
 
 
 @contextlib.contextmanager
-def _flock(folder: Path, *, exclusive: bool):
+def _flock(folder: Path, *, exclusive: bool) -> Iterator[None]:
     with open(Path(folder) / "keystore.lock", "a+b") as fh:
         if fcntl is not None:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
@@ -600,7 +613,7 @@ def _flock(folder: Path, *, exclusive: bool):
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _write_verified(path: Path, data: dict, root: bytes) -> None:
+def _write_verified(path: Path, data: dict[str, Any], root: bytes) -> None:
     """Write ``keystore.json.bak`` then ``keystore.json`` (same bytes), each atomically; the backup is
     re-read and checked (structure and root-key check value) before the main file is replaced."""
     raw = json.dumps(data, indent=1, sort_keys=True).encode()

@@ -5,14 +5,22 @@ from __future__ import annotations
 import base64
 import json
 import os
+from typing import Any
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from ..errors import IntegrityError, KeyAccessError
 from .aead import open_sealed, seal
 
-__all__ = ["derive_key", "ARGON2_PARAMS", "ARGON2_FLOOR", "ARGON2_MAX", "check_argon2_params", "protect",
-           "unprotect"]
+__all__ = [
+    "ARGON2_FLOOR",
+    "ARGON2_MAX",
+    "ARGON2_PARAMS",
+    "check_argon2_params",
+    "derive_key",
+    "protect",
+    "unprotect",
+]
 
 # OWASP Password Storage Cheat Sheet, Argon2id option 2: m=19 MiB, t=2, p=1.
 ARGON2_PARAMS = {"memory_cost": 19 * 1024, "iterations": 2, "lanes": 1, "length": 32}
@@ -24,7 +32,7 @@ ARGON2_MAX = {"memory_cost": 1 << 20, "iterations": 16, "lanes": 16}
 SALT_MIN, SALT_MAX = 16, 64
 
 
-def check_argon2_params(params: object, *, what: str = "key file") -> dict:
+def check_argon2_params(params: object, *, what: str = "key file") -> dict[str, Any]:
     """Validate stored Argon2id parameters: exact keys, integers, OWASP floor, ceilings; IntegrityError otherwise.
 
     A downgraded setting (e.g. m=8 KiB, t=1) would make offline guessing cheap; a huge one would
@@ -53,7 +61,7 @@ def _check_salt(salt: bytes, what: str) -> bytes:
     return bytes(salt)
 
 
-def derive_key(passphrase: str, salt: bytes, params: dict | None = None, *, what: str = "key file") -> bytes:
+def derive_key(passphrase: str, salt: bytes, params: dict[str, Any] | None = None, *, what: str = "key file") -> bytes:
     """Argon2id(passphrase, salt) → 32-byte key. Stored ``params`` are checked by :func:`check_argon2_params`."""
     if not isinstance(passphrase, str) or not passphrase:
         raise KeyAccessError("a non-empty passphrase is required.")
@@ -63,7 +71,7 @@ def derive_key(passphrase: str, salt: bytes, params: dict | None = None, *, what
                     memory_cost=p["memory_cost"]).derive(passphrase.encode("utf-8"))
 
 
-def protect(secret: bytes, passphrase: str, *, label: str) -> dict:
+def protect(secret: bytes, passphrase: str, *, label: str) -> dict[str, Any]:
     """Encrypt ``secret`` under an Argon2id-derived key; returns a JSON-able dict (no secret in clear)."""
     salt = os.urandom(16)
     key = derive_key(passphrase, salt)
@@ -72,7 +80,7 @@ def protect(secret: bytes, passphrase: str, *, label: str) -> dict:
             "label": label, "sealed": base64.b64encode(seal(key, secret, aad=aad)).decode()}
 
 
-def unprotect(blob: dict, passphrase: str, *, label: str) -> bytes:
+def unprotect(blob: dict[str, Any], passphrase: str, *, label: str) -> bytes:
     """Inverse of :func:`protect`; KeyAccessError on a wrong passphrase or a blob for another purpose."""
     try:
         if not isinstance(blob, dict) or blob.get("kdf") != "argon2id" or blob.get("label") != label:
@@ -84,4 +92,5 @@ def unprotect(blob: dict, passphrase: str, *, label: str) -> bytes:
         except IntegrityError:
             raise KeyAccessError(f"wrong passphrase for this {label} (or the file was altered).") from None
     except (KeyError, ValueError, TypeError, json.JSONDecodeError):
-        raise KeyAccessError(f"malformed protected {label} (the key file is damaged; restore it from a backup).") from None
+        raise KeyAccessError(f"malformed protected {label} (the key file is damaged; restore it from a "
+                             "backup).") from None

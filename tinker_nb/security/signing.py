@@ -17,6 +17,7 @@ import base64
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -26,8 +27,16 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from ..errors import KeyAccessError, SignatureError
 from .passphrase import protect, unprotect
 
-__all__ = ["HybridSigner", "HybridPublicKey", "load_public_key", "load_signer", "message_representative",
-           "ALGORITHM", "PREFIX", "LABEL"]
+__all__ = [
+    "ALGORITHM",
+    "LABEL",
+    "PREFIX",
+    "HybridPublicKey",
+    "HybridSigner",
+    "load_public_key",
+    "load_signer",
+    "message_representative",
+]
 
 ALGORITHM = "MLDSA65-Ed25519-SHA512"
 PREFIX = b"CompositeAlgorithmSignatures2025"
@@ -73,7 +82,7 @@ class HybridPublicKey:
         except InvalidSignature:
             raise SignatureError("the Ed25519 half of the signature does not verify.") from None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"type": "tinker-nb/public-key", "algorithm": ALGORITHM, "key_id": self.key_id,
                 "public_key": base64.b64encode(self.raw).decode()}
 
@@ -102,13 +111,13 @@ class HybridSigner:
                                     + self._ed.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
 
     @classmethod
-    def generate(cls) -> "HybridSigner":
+    def generate(cls) -> HybridSigner:
         import os
 
         return cls(os.urandom(32), os.urandom(32))
 
     @classmethod
-    def from_private_bytes(cls, raw: bytes) -> "HybridSigner":
+    def from_private_bytes(cls, raw: bytes) -> HybridSigner:
         """64 bytes: ML-DSA-65 seed ‖ Ed25519 private key (the IETF composite private key layout)."""
         if len(raw) != 64:
             raise KeyAccessError("a composite private key is 64 bytes.")
@@ -129,7 +138,7 @@ class HybridSigner:
         m = message_representative(message, context)
         return self._mldsa.sign(m, LABEL) + self._ed.sign(m)
 
-    def to_protected_dict(self, passphrase: str) -> dict:
+    def to_protected_dict(self, passphrase: str) -> dict[str, Any]:
         """Passphrase-protected (Argon2id + AES-256-GCM) private key, with its public key in clear."""
         return {"type": "tinker-nb/signing-key", "algorithm": ALGORITHM, "key_id": self.key_id,
                 "public_key": base64.b64encode(self._pub.raw).decode(),
@@ -144,7 +153,7 @@ class HybridSigner:
         return f"HybridSigner({ALGORITHM}, key_id={self.key_id[:16]}…)"
 
 
-def load_public_key(src: str | Path | dict | bytes) -> HybridPublicKey:
+def load_public_key(src: str | Path | dict[str, Any] | bytes) -> HybridPublicKey:
     """Read a public key from a file path, its JSON dict, or raw bytes."""
     if isinstance(src, (bytes, bytearray)):
         return HybridPublicKey(bytes(src))
@@ -165,7 +174,7 @@ def load_public_key(src: str | Path | dict | bytes) -> HybridPublicKey:
     return pk
 
 
-def load_signer(src: str | Path | dict, *, passphrase: str) -> HybridSigner:
+def load_signer(src: str | Path | dict[str, Any], *, passphrase: str) -> HybridSigner:
     """Read a passphrase-protected signing key (KeyAccessError on a wrong passphrase)."""
     d = src if isinstance(src, dict) else _read_json(src)
     if not isinstance(d, dict):
@@ -183,10 +192,11 @@ def load_signer(src: str | Path | dict, *, passphrase: str) -> HybridSigner:
     return signer
 
 
-def _read_json(path) -> dict:
+def _read_json(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
-        return json.loads(p.read_text())
+        data: dict[str, Any] = json.loads(p.read_text())
+        return data
     except FileNotFoundError:
         raise KeyAccessError(f"key file {p} does not exist.") from None
     except IsADirectoryError:

@@ -6,13 +6,25 @@ Torch-free: ``verify_package``, ``inspect_package``, ``unseal_adapter``, ``build
 
 from __future__ import annotations
 
-from .package import VerifyReport, build_package, decrypt_weights, inspect_package, load_trust, unseal_adapter, verify_package
+from typing import Any
 
-__all__ = ["build_package", "verify_package", "inspect_package", "unseal_adapter", "decrypt_weights", "load_trust",
-           "VerifyReport", "package_checkpoint", "open_package", "export_peft", "EdgeModel"]
+from .package import PackageReport, build_package, inspect_package, load_trust, unseal_adapter, verify_package
+
+__all__ = [
+    "EdgeModel",
+    "PackageReport",
+    "build_package",
+    "export_peft",
+    "inspect_package",
+    "load_trust",
+    "open_package",
+    "package_checkpoint",
+    "unseal_adapter",
+    "verify_package",
+]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in ("open_package", "export_peft", "EdgeModel"):  # the edge loader imports torch: only on demand
         from . import edge
 

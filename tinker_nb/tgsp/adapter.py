@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import json
 import struct
+from typing import Any
 
 from ..errors import IntegrityError
 
-__all__ = ["parse_header", "describe", "to_peft_names", "MAX_HEADER"]
+__all__ = ["MAX_HEADER", "describe", "parse_header", "to_peft_names"]
 
 MAX_HEADER = 100 << 20
 _DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                 "BOOL": 1, "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
-def parse_header(data: bytes, *, what: str = "adapter") -> tuple[dict, int]:
+def parse_header(data: bytes, *, what: str = "adapter") -> tuple[dict[str, Any], int]:
     """(header dict, data start offset); IntegrityError unless the file is well-formed and fully covered."""
     if len(data) < 8:
         raise IntegrityError(f"{what}: not a safetensors file (too short).")
@@ -63,7 +64,7 @@ def parse_header(data: bytes, *, what: str = "adapter") -> tuple[dict, int]:
     return header, 8 + n
 
 
-def describe(data: bytes) -> dict[str, dict]:
+def describe(data: bytes) -> dict[str, dict[str, Any]]:
     """``{tensor name: {"dtype", "shape"}}`` of a safetensors file."""
     header, _ = parse_header(data)
     return {k: {"dtype": v["dtype"], "shape": list(v["shape"])} for k, v in sorted(header.items())
@@ -77,7 +78,7 @@ def to_peft_names(data: bytes, *, adapter_name: str = "default") -> bytes:
     The data section is kept byte for byte; ``__metadata__`` becomes ``{"format": "pt"}``.
     """
     header, start = parse_header(data, what="checkpoint adapter")
-    out: dict = {"__metadata__": {"format": "pt"}}
+    out: dict[str, Any] = {"__metadata__": {"format": "pt"}}
     for name, t in header.items():
         if name == "__metadata__":
             continue

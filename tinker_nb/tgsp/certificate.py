@@ -16,7 +16,7 @@ from ..errors import IntegrityError
 from . import format as F
 from .container import fail
 
-__all__ = ["make_certificate", "check_certificate", "MECHANISM", "ADJACENCY", "REL_TOL", "SUBSTITUTE_TOL"]
+__all__ = ["ADJACENCY", "MECHANISM", "REL_TOL", "SUBSTITUTE_TOL", "check_certificate", "make_certificate"]
 
 MECHANISM = ("DP-SGD: per-example gradients of the LoRA parameters clipped to L2 norm C, summed, Gaussian noise "
              "of std σ·C added once per step, normalised by the expected batch size; Poisson-subsampled "
@@ -27,7 +27,7 @@ SUBSTITUTE_TOL = 0.05  # PRV certificates are recomputed with PLD (PRV needs tor
 _E = F.CERTIFICATE
 
 
-def make_certificate(*, training_config: dict, history: list, steps: int, dataset_size: int | None,
+def make_certificate(*, training_config: dict[str, Any], history: list[Any], steps: int, dataset_size: int | None,
                      sampling: str, noise_seed_fixed: bool, library: str, gaussian_mu2: float = 0.0,
                      sigma: float | None = None) -> dict[str, Any]:
     """Certificate fields from a run record (a checkpoint's state.json has all of them).
@@ -44,7 +44,8 @@ def make_certificate(*, training_config: dict, history: list, steps: int, datase
     hist = [[float(s), float(q), int(n)] for s, q, n in history]
     delta = float(dp["target_delta"])
     acct = dp.get("accountant", "pld")
-    rep = accounting.report(hist, delta=delta, accountant=acct, gaussian_mu2=gaussian_mu2)
+    rep = accounting.report([(s, q, int(n)) for s, q, n in hist], delta=delta, accountant=acct,
+                            gaussian_mu2=gaussian_mu2)
     batch = int(training_config["batch_size"])
     if sigma is None:
         sigma = hist[-1][0] if hist else dp.get("noise_multiplier")
@@ -139,7 +140,7 @@ def _check(cert: Any) -> dict[str, Any]:
         raise fail(IntegrityError, _E, "delta must be in (0, 1), epsilon finite and >= 0, max_grad_norm > 0.")
     if cert.get("adjacency") != ADJACENCY:
         raise fail(IntegrityError, _E, f"adjacency must be {ADJACENCY!r} in TGSP v1.")
-    if any(n <= 0 for _, _, n in hist) or not (0 <= mu2 and math.isfinite(mu2)):
+    if any(n <= 0 for _, _, n in hist) or not (mu2 >= 0 and math.isfinite(mu2)):
         raise fail(IntegrityError, _E, "the history has a non-positive step count or gaussian_mu2 is invalid.")
     if mu2 == 0 and sum(n for _, _, n in hist) < steps:
         raise fail(IntegrityError, _E, "the history's step counts add up to fewer than 'steps' (the data set's "

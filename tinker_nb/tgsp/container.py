@@ -18,12 +18,13 @@ import struct
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ..errors import IntegrityError, PackageError, TinkerError
 from ..fsio import atomic_file
 from . import format as F
 
-__all__ = ["write_container", "Container", "fail"]
+__all__ = ["Container", "fail", "write_container"]
 
 _CHUNK = 1 << 20
 _LFH = struct.Struct("<4s5H3L2H")  # local file header (30 bytes)
@@ -36,11 +37,11 @@ _AGREE = ("flags", "method", "time", "date", "crc", "compressed size", "size")
 def fail(cls: type[TinkerError], entry: str | None, message: str) -> TinkerError:
     """An error whose message starts with the entry it is about; ``exc.entry`` names it too."""
     exc = cls(f"{entry}: {message}" if entry else message)
-    exc.entry = entry  # type: ignore[attr-defined]
+    exc.entry = entry
     return exc
 
 
-def write_container(path: str | os.PathLike, entries: dict[str, bytes]) -> Path:
+def write_container(path: str | os.PathLike[str], entries: dict[str, bytes]) -> Path:
     """Write the six entries (fixed order, stored, fixed timestamps) atomically to ``path``."""
     if sorted(entries) != sorted(F.ENTRIES):
         raise PackageError(f"a TGSP container holds exactly {', '.join(F.ENTRIES)}.")
@@ -53,14 +54,14 @@ def write_container(path: str | os.PathLike, entries: dict[str, bytes]) -> Path:
     out = Path(path)
     if not out.parent.is_dir():
         raise PackageError(f"cannot write {out}: folder {out.parent} does not exist.")
-    with atomic_file(out, mode=0o644, temp_prefix=f".{out.name}.", temp_suffix=".partial") as f:
-        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=False) as z:
-            for name in F.ENTRIES:
-                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_STORED
-                info.create_system = 3
-                info.external_attr = 0o644 << 16
-                z.writestr(info, entries[name])
+    with (atomic_file(out, mode=0o644, temp_prefix=f".{out.name}.", temp_suffix=".partial") as f,
+          zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=False) as z):
+        for name in F.ENTRIES:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            info.create_system = 3
+            info.external_attr = 0o644 << 16
+            z.writestr(info, entries[name])
     return out
 
 
@@ -70,7 +71,7 @@ class Container:
     Use as a context manager; the file stays open so that every later read sees the same bytes.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise PackageError(f"{self.path}: no such package file.")
@@ -120,7 +121,7 @@ class Container:
         self.infos = {i.filename: i for i in infos}
         self.small = {n: self._read(n) for n in F.ENTRIES if n != F.WEIGHTS}
 
-    def _check_contiguous(self, infos: list) -> None:
+    def _check_contiguous(self, infos: list[Any]) -> None:
         """Entries follow each other from offset 0 and the central directory follows the last: no hidden bytes."""
         pos = 0
         for i in infos:
@@ -220,7 +221,7 @@ class Container:
         self._zip.close()
         self._f.close()
 
-    def __enter__(self) -> "Container":
+    def __enter__(self) -> Container:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -11,16 +11,22 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, IntegrityError
 from .container import fail
-from .package import VerifyReport, unseal_adapter
+from .package import PackageReport, unseal_adapter
 from .session import file_sha256, resolve_base_model
 
-__all__ = ["EdgeModel", "open_package", "export_peft", "check_base_model"]
+if TYPE_CHECKING:
+    from peft import LoraConfig
+
+    from ..engine.generation import SampleResult
+
+__all__ = ["EdgeModel", "check_base_model", "export_peft", "open_package"]
 
 
 @dataclass
@@ -29,12 +35,13 @@ class EdgeModel:
 
     model: Any
     tokenizer: Any
-    manifest: dict
-    report: VerifyReport
+    manifest: dict[str, Any]
+    report: PackageReport
     device: Any
 
-    def sample(self, prompts, *, max_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
-               top_k: int | None = None, stop=None, seed: int | None = None, num_samples: int = 1):
+    def sample(self, prompts: str | Sequence[str], *, max_tokens: int = 32, temperature: float = 0.0,
+               top_p: float = 1.0, top_k: int | None = None, stop: str | Sequence[str] | None = None,
+               seed: int | None = None, num_samples: int = 1) -> SampleResult:
         """Generate completions exactly like ``TrainingClient.sample`` (temperature 0 = greedy)."""
         from ..engine.generation import generate
 
@@ -48,7 +55,7 @@ class EdgeModel:
                 f"rank={self.manifest['lora_config']['rank']})")
 
 
-def check_base_model(manifest: dict, base_model_path: str | os.PathLike | None = None) -> Path:
+def check_base_model(manifest: dict[str, Any], base_model_path: str | os.PathLike[str] | None = None) -> Path:
     """The local base model folder, after checking its weights and tokenizer against the signed digests."""
     bm = manifest["base_model"]
     folder = Path(base_model_path) if base_model_path is not None else resolve_base_model(bm["ref"])
@@ -69,7 +76,7 @@ def check_base_model(manifest: dict, base_model_path: str | os.PathLike | None =
     return folder
 
 
-def _peft_config(manifest: dict, base: Path | None = None):
+def _peft_config(manifest: dict[str, Any], base: Path | None = None) -> LoraConfig:
     """The adapter's LoraConfig. For an export (``base=None``) ``base_model_name_or_path`` is the signed
     model ref from the manifest (e.g. ``tinker-nb/tiny-llama`` or a hub id), never a local path of the
     machine that opened it; in memory (``open_package``) it is the checked local folder."""
@@ -81,8 +88,8 @@ def _peft_config(manifest: dict, base: Path | None = None):
                       base_model_name_or_path=str(base) if base is not None else str(manifest["base_model"]["ref"]))
 
 
-def open_package(path: str | os.PathLike, *, identity: Any, trust: Any, base_model_path: str | os.PathLike | None = None,
-                 device: str | None = None) -> EdgeModel:
+def open_package(path: str | os.PathLike[str], *, identity: Any, trust: Any,
+                 base_model_path: str | os.PathLike[str] | None = None, device: str | None = None) -> EdgeModel:
     """Verify, unseal with ``identity``, decrypt, and load the adapter onto its (checked) base model."""
     adapter, manifest, report = unseal_adapter(path, identity=identity, trust=trust)
     base = check_base_model(manifest, base_model_path)
@@ -95,7 +102,8 @@ def open_package(path: str | os.PathLike, *, identity: Any, trust: Any, base_mod
     tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(base), local_files_only=True).to(dev)
+    loaded: Any = AutoModelForCausalLM.from_pretrained(str(base), local_files_only=True)
+    model = loaded.to(dev)
     with warnings.catch_warnings():
         # peft asks transformers 5 for `is_gradient_checkpointing` (a FutureWarning there); nothing to act on here.
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
@@ -111,8 +119,8 @@ def open_package(path: str | os.PathLike, *, identity: Any, trust: Any, base_mod
     return EdgeModel(model, tok, manifest, report, dev)
 
 
-def export_peft(path: str | os.PathLike, out_dir: str | os.PathLike, *, identity: Any, trust: Any,
-                base_model_path: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+def export_peft(path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, identity: Any, trust: Any,
+                base_model_path: str | os.PathLike[str] | None = None, overwrite: bool = False) -> Path:
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` for ``peft.PeftModel.from_pretrained``.
 
     ``adapter_config.json``'s ``base_model_name_or_path`` is the signed model ref of the manifest, never a

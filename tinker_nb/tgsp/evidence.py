@@ -18,21 +18,21 @@ from typing import Any
 
 from ..canonical import canonical_json
 from ..errors import IntegrityError, PackageError, SignatureError
-from ..run_record import audit_params
 from ..ledger.log import CHECKPOINT_CONTEXT, checkpoint_message
 from ..ledger.merkle import leaf_hash, verify_inclusion
+from ..run_record import audit_params
 from ..security.signing import HybridPublicKey
 from . import format as F
 from .container import fail
 
-__all__ = ["collect_evidence", "check_evidence", "params_digest", "library_versions"]
+__all__ = ["check_evidence", "collect_evidence", "library_versions", "params_digest"]
 
 _E = F.EVIDENCE
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ENTRY_KEYS = {"seq", "ts", "tenant", "operation", "params_digest", "summary", "prev_hash", "record_hash"}
 
 
-def params_digest(params: dict) -> str:
+def params_digest(params: dict[str, Any]) -> str:
     """The ledger's digest of an operation's parameters: hex SHA-256 of their canonical JSON."""
     return hashlib.sha256(canonical_json(params)).hexdigest()
 
@@ -51,7 +51,7 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-def _bindings(state: dict, source: dict | None) -> dict[str, dict]:
+def _bindings(state: dict[str, Any], source: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """The parameters each proven ledger operation was appended with (owned by :mod:`tinker_nb.run_record`)."""
     b = {"create_training_client": audit_params("create_training_client", config=state["config"])}
     if state.get("dataset_sha256"):
@@ -64,7 +64,8 @@ def _bindings(state: dict, source: dict | None) -> dict[str, dict]:
     return b
 
 
-def collect_evidence(ledger: Any, *, state: dict, source: dict | None, library: str) -> dict[str, Any]:
+def collect_evidence(ledger: Any, *, state: dict[str, Any], source: dict[str, Any] | None,
+                     library: str) -> dict[str, Any]:
     """Evidence for a run described by ``state`` (a checkpoint's state.json); signs a fresh ledger checkpoint.
 
     ``source`` is ``{"artifact_id", "name"}`` when packaging a saved checkpoint (its ``save_state`` entry
@@ -120,7 +121,7 @@ def collect_evidence(ledger: Any, *, state: dict, source: dict | None, library: 
 
 
 # ---------------------------------------------------------------------- verification
-def _check_checkpoint(cp: Any, trusted_ids: set[str]) -> dict:
+def _check_checkpoint(cp: Any, trusted_ids: set[str]) -> dict[str, Any]:
     try:
         size, root, ts, tenant = int(cp["size"]), cp["root_hash"], cp["timestamp"], cp["tenant"]
         pub = base64.b64decode(cp["public_key"], validate=True)
@@ -143,7 +144,8 @@ def _check_checkpoint(cp: Any, trusted_ids: set[str]) -> dict:
             "key_pinned": key.key_id in trusted_ids}
 
 
-def check_evidence(ev: Any, *, manifest: dict, certificate: dict, trusted_ids: set[str]) -> dict[str, Any]:
+def check_evidence(ev: Any, *, manifest: dict[str, Any], certificate: dict[str, Any],
+                   trusted_ids: set[str]) -> dict[str, Any]:
     """Check evidence.json's ledger proofs and its agreement with the manifest and certificate; returns a summary."""
     try:
         return _check_evidence(ev, manifest=manifest, certificate=certificate, trusted_ids=trusted_ids)
@@ -151,7 +153,8 @@ def check_evidence(ev: Any, *, manifest: dict, certificate: dict, trusted_ids: s
         raise fail(IntegrityError, _E, f"malformed ({type(exc).__name__}).") from None
 
 
-def _check_evidence(ev: Any, *, manifest: dict, certificate: dict, trusted_ids: set[str]) -> dict[str, Any]:
+def _check_evidence(ev: Any, *, manifest: dict[str, Any], certificate: dict[str, Any],
+                    trusted_ids: set[str]) -> dict[str, Any]:
     if not isinstance(ev, dict) or ev.get("format") != F.EVIDENCE_FORMAT:
         raise fail(IntegrityError, _E, f"not a {F.EVIDENCE_FORMAT} document.")
     try:
@@ -165,10 +168,11 @@ def _check_evidence(ev: Any, *, manifest: dict, certificate: dict, trusted_ids: 
     dp = cfg.get("dp_config")
     if bool(dp) != bool(certificate.get("dp")):
         raise fail(IntegrityError, _E, "training_config.dp_config disagrees with the DP certificate.")
-    if certificate.get("dp"):
-        if (float(dp["target_delta"]) != certificate["delta"] or float(dp["max_grad_norm"]) != certificate["max_grad_norm"]
-                or steps != certificate["steps"] or ds.get("size") != certificate.get("dataset_size", ds.get("size"))):
-            raise fail(IntegrityError, _E, "δ, C, steps or data set size disagree with the DP certificate.")
+    if certificate.get("dp") and (
+            float(dp["target_delta"]) != certificate["delta"]
+            or float(dp["max_grad_norm"]) != certificate["max_grad_norm"]
+            or steps != certificate["steps"] or ds.get("size") != certificate.get("dataset_size", ds.get("size"))):
+        raise fail(IntegrityError, _E, "δ, C, steps or data set size disagree with the DP certificate.")
     cp = _check_checkpoint(audit.get("checkpoint"), trusted_ids)
     root = bytes.fromhex(cp["root_hash"])
     source = ev.get("source_checkpoint")

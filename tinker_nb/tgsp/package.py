@@ -32,15 +32,14 @@ from .certificate import check_certificate
 from .container import Container, fail, write_container
 from .evidence import check_evidence
 
-__all__ = ["build_package", "verify_package", "unseal_adapter", "decrypt_weights", "inspect_package",
-           "VerifyReport", "load_trust"]
+__all__ = ["PackageReport", "build_package", "inspect_package", "load_trust", "unseal_adapter", "verify_package"]
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass
-class VerifyReport:
+class PackageReport:
     """What ``verify_package`` established. Every listed check passed (a failure raises instead)."""
 
     ok: bool
@@ -49,10 +48,10 @@ class VerifyReport:
     publisher_key_id: str
     created: str
     expires: str
-    base_model: dict
-    lora_config: dict
+    base_model: dict[str, Any]
+    lora_config: dict[str, Any]
     adapter_sha256: str
-    entries: dict[str, dict]
+    entries: dict[str, dict[str, Any]]
     certificate: dict[str, Any]
     evidence: dict[str, Any]
     recipients: list[str]
@@ -94,10 +93,11 @@ def load_trust(trust: Any) -> list[HybridPublicKey]:
 
 
 # ---------------------------------------------------------------------- build
-def build_package(path: str | os.PathLike, *, adapter: bytes, base_model: dict, lora_config: dict,
-                  tokenizer_sha256: str | None, evidence: dict, certificate: dict, signer: HybridSigner,
+def build_package(path: str | os.PathLike[str], *, adapter: bytes, base_model: dict[str, Any],
+                  lora_config: dict[str, Any], tokenizer_sha256: str | None, evidence: dict[str, Any],
+                  certificate: dict[str, Any], signer: HybridSigner,
                   recipients: Iterable[RecipientPublicKey], expires_in_days: float = 365.0,
-                  now: datetime | None = None) -> dict:
+                  now: datetime | None = None) -> dict[str, Any]:
     """Encrypt, seal, sign and write a package to ``path`` atomically; returns the manifest.
 
     ``adapter`` is a safetensors file with PEFT tensor names. Low level: ``TrainingClient.package`` and
@@ -163,7 +163,8 @@ def _check_signature(c: Container, trust: list[HybridPublicKey]) -> HybridPublic
     if not isinstance(sig, dict) or sig.get("algorithm") != ALGORITHM:
         raise fail(SignatureError, F.SIGNATURE, f"not a {ALGORITHM} signature document.")
     pinned = {k.key_id: k for k in trust}
-    key = pinned.get(sig.get("key_id"))
+    key_id = sig.get("key_id")
+    key = pinned.get(key_id) if isinstance(key_id, str) else None
     if key is None:
         raise fail(TrustError, F.SIGNATURE, f"signed by key {str(sig.get('key_id'))[:16]}…, which is not in the "
                                            "trust store (pin the publisher's public key with trust=/--trust).")
@@ -178,12 +179,13 @@ def _check_signature(c: Container, trust: list[HybridPublicKey]) -> HybridPublic
     return key
 
 
-def _check_manifest(c: Container, key: HybridPublicKey, now: datetime) -> dict:
+def _check_manifest(c: Container, key: HybridPublicKey, now: datetime) -> dict[str, Any]:
     m = _json(c, F.MANIFEST)
     if not isinstance(m, dict) or c.small[F.MANIFEST] != canonical_json(m):
         raise fail(PackageError, F.MANIFEST, "not canonical JSON.")
     if m.get("format") != F.FORMAT:
-        raise fail(PackageError, F.MANIFEST, f"unsupported format {m.get('format')!r} (this verifier reads {F.FORMAT}).")
+        raise fail(PackageError, F.MANIFEST,
+                   f"unsupported format {m.get('format')!r} (this verifier reads {F.FORMAT}).")
     try:
         pid, pub, entries, adapter = m["package_id"], m["publisher"], m["entries"], m["adapter"]
         created, expires = F.parse_time(m["created"]), F.parse_time(m["expires"])
@@ -220,7 +222,7 @@ def _check_manifest(c: Container, key: HybridPublicKey, now: datetime) -> dict:
     return m
 
 
-def _check_digests(c: Container, m: dict) -> None:
+def _check_digests(c: Container, m: dict[str, Any]) -> None:
     for name in F.HASHED:
         want = m["entries"][name]
         if not isinstance(want, dict) or want.get("size") != c.size(name):
@@ -247,7 +249,7 @@ def _check_recipients(c: Container) -> list[str]:
     return ids
 
 
-def _verify_open(c: Container, trust: Any, now: datetime | None) -> tuple[VerifyReport, dict]:
+def _verify_open(c: Container, trust: Any, now: datetime | None) -> tuple[PackageReport, dict[str, Any]]:
     keys = load_trust(trust)
     if not keys:
         raise TrustError("no trusted publisher keys: pass trust=[publisher public key, …] (a key inside a package "
@@ -292,13 +294,13 @@ def _verify_open(c: Container, trust: Any, now: datetime | None) -> tuple[Verify
                         "folder when packaged): check it yourself before loading the adapter.")
     if ev["unproven_operations"]:
         warnings.append(f"no ledger proof for: {', '.join(ev['unproven_operations'])}.")
-    report = VerifyReport(True, m["package_id"], _sha(c.small[F.MANIFEST]), key.key_id, m["created"], m["expires"],
+    report = PackageReport(True, m["package_id"], _sha(c.small[F.MANIFEST]), key.key_id, m["created"], m["expires"],
                           m["base_model"], m["lora_config"], m["adapter"]["sha256"], m["entries"], cert, ev,
                           recipients, checks, warnings)
     return report, m
 
 
-def verify_package(path: str | os.PathLike, *, trust: Any, now: datetime | None = None) -> VerifyReport:
+def verify_package(path: str | os.PathLike[str], *, trust: Any, now: datetime | None = None) -> PackageReport:
     """Verify a package against pinned publisher keys; raises on the first failure, naming the entry.
 
     Checks, in order: zip shape; the signer is pinned and both signature halves verify over
@@ -311,27 +313,27 @@ def verify_package(path: str | os.PathLike, *, trust: Any, now: datetime | None 
     return report
 
 
-def _hashing_reader(blocks: Iterator[bytes], h: Any):
-    class _R:
-        def __init__(self) -> None:
-            self.buf = b""
+class _HashingReader:
+    """``read(n)`` over an iterator of blocks, feeding every block to ``h`` as it is read."""
 
-        def read(self, n: int = -1) -> bytes:
-            while n < 0 or len(self.buf) < n:
-                try:
-                    b = next(blocks)
-                except StopIteration:
-                    break
-                h.update(b)
-                self.buf += b
-            out, self.buf = (self.buf, b"") if n < 0 else (self.buf[:n], self.buf[n:])
-            return out
+    def __init__(self, blocks: Iterator[bytes], h: Any) -> None:
+        self.blocks, self.h = blocks, h
+        self.buf = b""
 
-    return _R()
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self.buf) < n:
+            try:
+                b = next(self.blocks)
+            except StopIteration:
+                break
+            self.h.update(b)
+            self.buf += b
+        out, self.buf = (self.buf, b"") if n < 0 else (self.buf[:n], self.buf[n:])
+        return out
 
 
-def unseal_adapter(path: str | os.PathLike, *, identity: RecipientIdentity, trust: Any,
-                   now: datetime | None = None) -> tuple[bytes, dict, VerifyReport]:
+def unseal_adapter(path: str | os.PathLike[str], *, identity: RecipientIdentity, trust: Any,
+                   now: datetime | None = None) -> tuple[bytes, dict[str, Any], PackageReport]:
     """Verify, open the package key with ``identity``, decrypt: (adapter safetensors bytes, manifest, report).
 
     The file is opened once; the ciphertext is re-hashed while it is decrypted and must equal the
@@ -350,7 +352,7 @@ def unseal_adapter(path: str | os.PathLike, *, identity: RecipientIdentity, trus
                                                      "package (ask the publisher to package it for your public key).")
         key = identity.open(base64.b64decode(stanza["sealed"]), info=F.HPKE_INFO, aad=m["package_id"].encode())
         h = hashlib.sha256()
-        adapter = decrypt_stream(key, _hashing_reader(c.stream(F.WEIGHTS), h),
+        adapter = decrypt_stream(key, _HashingReader(c.stream(F.WEIGHTS), h),
                                  context=F.WEIGHTS_CONTEXT_PREFIX + m["package_id"].encode(), what=F.WEIGHTS)
         if h.hexdigest() != m["entries"][F.WEIGHTS]["sha256"]:
             raise fail(IntegrityError, F.WEIGHTS, "changed on disk while being opened.")
@@ -360,10 +362,8 @@ def unseal_adapter(path: str | os.PathLike, *, identity: RecipientIdentity, trus
     return adapter, m, report
 
 
-decrypt_weights = unseal_adapter  # earlier name
 
-
-def inspect_package(path: str | os.PathLike) -> dict[str, Any]:
+def inspect_package(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest, certificate, evidence and recipient key ids after the shape checks only (NOT verified)."""
     with Container(path) as c:
         out = {name: _json(c, name) for name in (F.MANIFEST, F.CERTIFICATE, F.EVIDENCE)}

@@ -11,7 +11,7 @@ import hashlib
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..canonical import canonical_json
 from ..errors import ConfigError, IntegrityError, KeyAccessError, PackageError
@@ -20,7 +20,10 @@ from .adapter import to_peft_names
 from .certificate import make_certificate
 from .evidence import collect_evidence
 
-__all__ = ["package_session", "package_checkpoint", "model_digests", "resolve_base_model", "file_sha256"]
+if TYPE_CHECKING:
+    from ..security.signing import HybridSigner
+
+__all__ = ["file_sha256", "model_digests", "package_checkpoint", "package_session", "resolve_base_model"]
 
 def file_sha256(p: Path) -> str:
     """Hex SHA-256 of a file, read in 1 MiB chunks."""
@@ -46,7 +49,7 @@ def resolve_base_model(ref: str) -> Path | None:
         return None
 
 
-def model_digests(ref: str) -> tuple[dict, str | None]:
+def model_digests(ref: str) -> tuple[dict[str, Any], str | None]:
     """(``base_model`` manifest field, SHA-256 of tokenizer.json) for a model ref.
 
     ``base_model = {"ref", "weights": {file name: SHA-256} for every *.safetensors file of the folder}``;
@@ -60,7 +63,7 @@ def model_digests(ref: str) -> tuple[dict, str | None]:
     return {"ref": ref, "weights": weights}, (file_sha256(tok) if tok.is_file() else None)
 
 
-def _signer(service: Any, signer: Any):
+def _signer(service: Any, signer: Any) -> HybridSigner:
     from ..security.signing import HybridSigner
 
     if signer is None:
@@ -73,7 +76,7 @@ def _signer(service: Any, signer: Any):
     return signer
 
 
-def _recipients(recipients: Any) -> list:
+def _recipients(recipients: Any) -> list[Any]:
     from ..security.kem import load_recipient
 
     if recipients is None or isinstance(recipients, (str, bytes, dict)) or not hasattr(recipients, "__iter__"):
@@ -107,8 +110,8 @@ def _library() -> str:
     return f"tinker-nb {__version__}"
 
 
-def _build(service: Any, blobs: dict[str, bytes], out: Path, *, recipients: list, signer: Any,
-           expires_in_days: float, source: dict | None) -> dict:
+def _build(service: Any, blobs: dict[str, bytes], out: Path, *, recipients: list[Any], signer: Any,
+           expires_in_days: float, source: dict[str, Any] | None) -> dict[str, Any]:
     """Package checkpoint blobs; the ledger gets a ``package`` entry before the file appears at ``out``."""
     from .package import build_package
 
@@ -149,8 +152,8 @@ def _build(service: Any, blobs: dict[str, bytes], out: Path, *, recipients: list
     return manifest
 
 
-def package_session(tc: Any, path: str | os.PathLike, *, recipients: Any, signer: Any = None,
-                    expires_in_days: float = 365.0) -> dict:
+def package_session(tc: Any, path: str | os.PathLike[str], *, recipients: Any, signer: Any = None,
+                    expires_in_days: float = 365.0) -> dict[str, Any]:
     """Package the client's current adapter (through its public ``run_record()``: same blobs as a checkpoint)."""
     out = _check_out(path, expires_in_days)
     recips = _recipients(recipients)
@@ -160,8 +163,8 @@ def package_session(tc: Any, path: str | os.PathLike, *, recipients: Any, signer
                   source=None)
 
 
-def package_checkpoint(service: Any, artifact_id: str, path: str | os.PathLike, *, recipients: Any,
-                       signer: Any = None, expires_in_days: float = 365.0) -> dict:
+def package_checkpoint(service: Any, artifact_id: str, path: str | os.PathLike[str], *, recipients: Any,
+                       signer: Any = None, expires_in_days: float = 365.0) -> dict[str, Any]:
     """Package the adapter of a saved checkpoint (artifact id) of ``service``'s workspace. Torch-free.
 
     ``service`` is a ServiceClient (a TrainingClient is accepted for its ``.service``). The evidence
