@@ -133,6 +133,9 @@ def headline(report: dict) -> list[tuple[str, dict, str | None]]:
             where = "" if row["knob"] == "model" or row.get("model", "embedded") == "embedded" else f" ({row['model']})"
             target = "<= 1.03" if row["knob"] == "model" and row["value"] == "bigger" else None
             rows.append((f"scaling {row['knob']}={row['value']}{where}: DP / non-DP", row["ratio"], target))
+            if target and not cuda and "cpu_time_ratio" in row:
+                rows.append((f"scaling {row['knob']}={row['value']}{where}: DP / non-DP CPU time",
+                             row["cpu_time_ratio"], None))
     if "noise" in s and "ratios" in s["noise"]:
         r = s["noise"]["ratios"]
         rows += [("secure noise / torch.normal, same size", r["secure_vs_torch_normal"], None),

@@ -290,8 +290,8 @@ def scaling_section(model_dirs: dict[str, str], *, base: dict, grid: dict[str, l
             model = model_dirs[name]
             fns = {v: make_variant(v, model, batch=kw["batch"], seq=kw["seq"], rank=kw["rank"])
                    for v in ("tinker_dp", "tinker_nondp")}
-            # a bigger-model step costs ~4x an embedded one: give its rows the rounds to narrow the interval
-            cap = time_cap_s * (3 if name == "bigger" else 1)
+            # a bigger-model step costs ~6x an embedded one: give its rows the rounds to narrow the interval
+            cap = time_cap_s * (5 if name == "bigger" else 1)
             t = interleaved({v: f for v, (f, _) in fns.items()}, [("tinker_dp", "tinker_nondp")],
                             min_rounds=min_rounds, max_rounds=max_rounds, time_cap_s=cap)
             for _, closer in fns.values():
