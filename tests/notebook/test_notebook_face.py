@@ -179,11 +179,23 @@ def test_dashboard_progress_eta_rate_and_live_epsilon_from_step_events(tc):
     # the ε curve is exactly the step events' live upper bounds, one per step
     xy = np.frombuffer(d.eps_history, dtype=np.float32).reshape(-1, 2)
     assert list(xy[:, 0]) == [r["step"] for r in hist]
-    assert np.allclose(xy[:, 1], [r["epsilon"] for r in hist], rtol=1e-6)
+    assert np.allclose(xy[:, 1], [min(r["epsilon"], r["target_epsilon"]) for r in hist], rtol=1e-6)
     assert all(r["epsilon"] >= tc.get_dp_metrics().epsilon_spent - 1e-9 for r in hist[-1:])  # live ≥ reported
     assert d.epsilon == pytest.approx(tc.get_dp_metrics().epsilon_spent) and d.epsilon_kind == "reported"
     assert "step 10/10" in d.text() and "steps/s" in d.text()
     assert d.clip_fraction is not None and 0 <= d.clip_fraction <= 1
+
+
+def test_live_bound_is_capped_at_the_target():
+    from tinker_nb.notebook.dashboard import Dashboard
+
+    d = Dashboard()
+    d._on_event("step", {"step": 5, "time": 1.0, "epsilon": 9.1, "target_epsilon": 8.0, "loss": 1.0})
+    d._flush()
+    assert d.epsilon == 8.0 and d.epsilon_kind == "live upper bound"
+    d._on_event("step", {"step": 6, "time": 2.0, "epsilon": 3.0, "target_epsilon": 8.0, "loss": 1.0})
+    d._flush()
+    assert d.epsilon == 3.0
 
 
 def test_percent_spent_is_exact_not_a_threshold():

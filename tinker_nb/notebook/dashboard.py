@@ -196,7 +196,7 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
     def _step_fields(self, rec: dict) -> dict:
         out: dict[str, Any] = {"step": int(rec.get("step") or 0)}
         if rec.get("epsilon") is not None:
-            out["epsilon"] = float(rec["epsilon"])
+            out["epsilon"] = self._live_bound(rec)
             out["epsilon_kind"] = "live upper bound"
         for k in ("loss", "examples_per_s", "tokens_per_s"):
             if rec.get(k) is not None:
@@ -208,10 +208,22 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
             out["total_steps"] = int(total)
         return out
 
+    @staticmethod
+    def _live_bound(rec: dict) -> float:
+        """The step's live ε bound, capped at the target: a step the budget allowed spent at most the target.
+
+        (The live value is a cheap RDP-based bound; the engine admits a step only if its tight ε stays
+        within ``target_epsilon``, so ``min(bound, target)`` is still an upper bound, and the gauge never
+        reads "over budget" for a run that is not.)
+        """
+        eps = float(rec["epsilon"])
+        tgt = rec.get("target_epsilon")
+        return min(eps, float(tgt)) if tgt else eps
+
     def _record_step(self, rec: dict) -> None:
         self._steps.append(float(rec.get("step") or 0))
         self._losses.append(float(rec["loss"]) if rec.get("loss") is not None else float("nan"))
-        self._eps.append(float(rec["epsilon"]) if rec.get("epsilon") is not None else 0.0)
+        self._eps.append(self._live_bound(rec) if rec.get("epsilon") is not None else 0.0)
 
     def _timing_fields(self, step: int, now: float) -> dict:
         if self._t_start is None:
