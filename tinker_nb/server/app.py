@@ -243,5 +243,8 @@ def create_app(workspace: Any = None, *, max_clients: int = 16, allow_models: li
         return error_response("TinkerError", "internal server error; the server log has the details.", http_status=500)
 
     app.include_router(build_router(state))
+    from .tinker_compat import mount as _mount_tinker  # the official Tinker SDK under /tinker (optional extra)
+
+    _mount_tinker(app, state)
     app.add_middleware(GuardMiddleware, state=state)
     return app
