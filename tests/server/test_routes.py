@@ -134,6 +134,16 @@ def test_dp_run_tenancy_idempotency_and_order(app_env):
     # a draw is used once
     r = c.post(f"{API}/training_clients/{cid}/forward_backward", json={"draw_id": ids[0]}, headers=a)
     assert r.status_code == 422 and err(r) == "DataError"
+    # lazy draw ids "<iterator_id>:<k>": the k-th draw, taken in order when its step runs
+    it = c.post(f"{API}/training_clients/{cid}/draws", json={"steps": 2}, headers=a).json()["iterator_id"]
+    fb = f"{API}/training_clients/{cid}/forward_backward"
+    assert c.post(fb + "?wait=60", json={"draw_id": f"{it}:1"}, headers=a).status_code == 200
+    assert c.post(f"{API}/training_clients/{cid}/optim_step?wait=60", headers=a).json()["result"]["step"] == 3
+    r = c.post(fb, json={"draw_id": f"{it}:1"}, headers=a)
+    assert r.status_code == 422 and err(r) == "DataError"
+    for bad in (f"{it}:3", f"{it}:0", "it_0000:1"):
+        assert c.post(fb, json={"draw_id": bad}, headers=a).status_code == 404, bad
+    assert c.post(fb, json={"draw_id": f"{it}:2"}, headers=b).status_code == 404
     # checkpoints: alice's only
     s = c.post(f"{API}/training_clients/{cid}/save_state?wait=60", json={"name": "two"}, headers=a).json()
     aid = s["result"]["artifact_id"]
@@ -143,10 +153,10 @@ def test_dp_run_tenancy_idempotency_and_order(app_env):
     r = c.post(f"{API}/training_clients/{bid}/load_state?wait=60", json={"artifact_id": aid}, headers=b)
     assert r.status_code == 404
     r = c.post(f"{API}/training_clients/{cid}/load_state?wait=60", json={"artifact_id": aid}, headers=a)
-    assert r.status_code == 200 and r.json()["result"]["step"] == 2
+    assert r.status_code == 200 and r.json()["result"]["step"] == 3
     # audit: bob's ledger holds none of alice's entries; alice's verifies
     ops = [e["operation"] for e in c.get(f"{API}/audit/entries", headers=a).json()["entries"]]
-    assert ops.count("optim_step") == 2
+    assert ops.count("optim_step") == 3
     assert "optim_step" not in [e["operation"] for e in c.get(f"{API}/audit/entries", headers=b).json()["entries"]]
     assert c.post(f"{API}/audit/verify", headers=a).json()["ok"] is True
     # events: replay from the start after close (the stream ends)
@@ -154,7 +164,7 @@ def test_dp_run_tenancy_idempotency_and_order(app_env):
     with c.stream("GET", f"{API}/training_clients/{cid}/events?after=0", headers=a) as r:
         text = "".join(r.iter_text())
     kinds = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("event:")]
-    assert kinds.count("step") == 2 and kinds[-1] == "end" and "save" in kinds
+    assert kinds.count("step") == 3 and kinds[-1] == "end" and "save" in kinds
     assert c.post(f"{API}/training_clients/{cid}/optim_step", headers=a).status_code == 409
 
 
