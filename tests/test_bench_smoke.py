@@ -41,7 +41,9 @@ def test_bench_smoke_report(tmp_path):
     assert len(rows) >= 25
     for name, fig, _ in rows:
         v = fig["median"]
-        assert isinstance(v, (int, float)) and math.isfinite(v) and v > 0, name
+        # >= 0: a smoke-sized dashboard run may send no message at all
+        assert isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, name
+        assert v > 0 or "per second" in name, name
         assert fig["kind"] in ("ratio", "absolute") and fig["n"] >= 1, name
     tr = rep["sections"]["training_step"]
     assert set(tr["step_ms"]) == {"tinker_dp", "tinker_nondp", "peft_torch", "opacus_ref"}
