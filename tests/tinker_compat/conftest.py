@@ -1,0 +1,138 @@
+"""A real `tinker-nb serve` with the Tinker routes, driven by the official SDK (tinker==0.38.*).
+
+One server for the package's tests (module scope per test module), on 127.0.0.1 and a free port, over a
+temporary workspace with a DP policy file: tenants ``alice`` and ``bob`` (DP, roomy budget), ``tight``
+(a budget that admits one participation per record), ``plain`` (DP off) and ``carol`` (retry tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+tinker = pytest.importorskip("tinker")
+
+from tests.server.conftest import create_key, free_port, server_env  # noqa: E402
+
+os.environ.setdefault("TINKER_TELEMETRY", "0")  # the SDK sends telemetry to base_url only; none at all here
+
+BASE_MODEL = "tinker-nb/tiny-llama"
+TENANTS = ("alice", "bob", "tight", "plain", "carol")
+POLICY = {
+    "default": {"dp": True, "noise_multiplier": 1.0, "max_grad_norm": 1.0, "target_delta": 1e-5,
+                "target_epsilon": 50.0, "batch_size": 8, "accountant": "pld"},
+    # μ = √k/σ: one participation (k=1, ε≈4.4 at δ=1e-5) fits, a second one (ε≈6.6) does not
+    "tenants": {"tight": {"target_epsilon": 5.0}, "plain": {"dp": False}},
+}
+
+
+class Server:
+    """`tinker-nb serve` as a subprocess; its log goes to a file (a full pipe would stall the server)."""
+
+    def __init__(self, workspace: Path, env: dict) -> None:
+        self.workspace, self.env = workspace, env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_url = self.url + "/tinker"
+        self.log_path = workspace.parent / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0) -> "Server":
+        import httpx
+
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "tinker_nb.cli", "serve", "--workspace",
+                                      str(self.workspace), "--host", "127.0.0.1", "--port", str(self.port),
+                                      "--max-clients", "16"],
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=self._log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("server did not start in time")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(20)
+        if self.proc is not None:
+            self._log.close()
+
+
+@pytest.fixture(scope="package")
+def served(tmp_path_factory):
+    """(Server, {tenant: api_key}) with the policy above; the server is stopped afterwards."""
+    ws = tmp_path_factory.mktemp("tinker_compat") / "ws"
+    env = server_env(secrets.token_hex(32))
+    env["TINKER_TELEMETRY"] = "0"
+    keys = {t: create_key(env, ws, t)["api_key"] for t in TENANTS}
+    (ws / "tinker_policy.json").write_text(json.dumps(POLICY))
+    srv = Server(ws, env).start()
+    try:
+        yield srv, keys
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def service(served):
+    """A factory of SDK ServiceClients (closed at the end of the test): service(tenant)."""
+    srv, keys = served
+    made = []
+
+    def make(tenant: str = "alice"):
+        sc = tinker.ServiceClient(base_url=srv.base_url, api_key=keys[tenant])
+        made.append(sc)
+        return sc
+
+    yield make
+    for sc in made:
+        with contextlib.suppress(Exception):
+            sc.close("success").result(timeout=30)
+
+
+def resolved(x):
+    """The SDK returns futures of clients in 0.38 (and clients in older versions)."""
+    from tinker.lib.public_interfaces.backcompat_client_future import BackcompatClientFuture
+
+    return x.result() if isinstance(x, BackcompatClientFuture) else x
+
+
+def datum(tok, text: str, *, mask_prompt: int = 0):
+    """A supervised Datum as the cookbook builds it: input tokens[:-1], targets tokens[1:], 0/1 weights."""
+    from tinker import types
+
+    ids = tok.encode(text)
+    w = [0.0 if i < mask_prompt else 1.0 for i in range(len(ids) - 1)]
+    return types.Datum(model_input=types.ModelInput.from_ints(ids[:-1]),
+                       loss_fn_inputs={"target_tokens": ids[1:], "weights": w})
+
+
+def audit_ops(srv: Server, key: str) -> list[str]:
+    import httpx
+
+    r = httpx.get(srv.url + "/api/v1/audit/entries", headers={"X-API-Key": key}, params={"limit": 10000},
+                  timeout=30)
+    r.raise_for_status()
+    return [e.get("operation") for e in r.json()["entries"]]
