@@ -381,3 +381,33 @@ def test_caller_supplied_dp_without_data_set_needs_sigma(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="noise_multiplier"):
         tc.forward_backward(RECORDS[:2]).result()
     tc.close()
+
+
+def test_live_epsilon_moves_every_step_and_is_exact_within_the_budget(tmp_path):
+    """The step events' ε: the exact PLD value of the pool after each step (computed one step ahead), never
+    above the target before the refusal, and moving every step (no plateaus)."""
+    import time
+
+    from tinker_nb.privacy import PrivacyAccountant, PrivacyOdometer
+
+    acct = PrivacyAccountant(dp=DPConfig(noise_multiplier=1.0, target_epsilon=3.0, target_delta=1e-5), batch_size=8,
+                             odometer=PrivacyOdometer(tmp_path / "p.sqlite"), tenant="t", client_id="c",
+                             noise_fixed=False)
+    acct.bind_dataset(digest="ab" * 32, size=250)
+    values = []
+    while True:
+        try:
+            acct.charge_draw()
+        except BudgetExceededError:
+            break
+        acct.end_step()
+        time.sleep(0.005)
+        values.append(acct.live_epsilon())
+    assert len(values) > 100 and len(set(values)) == len(values)  # moves every step
+    assert all(b > a for a, b in zip(values, values[1:]))
+    assert max(values) <= 3.0
+    exact = [accounting.report([(1.0, 8 / 250, k)], delta=1e-5).epsilon for k in (1, 50, len(values))]
+    for k, e in zip((1, 50, len(values)), exact):
+        assert values[k - 1] == pytest.approx(e, rel=2e-3)  # both pessimistic PLD bounds
+        assert values[k - 1] <= accounting.report([(1.0, 8 / 250, k)], delta=1e-5).epsilon_rdp
+    acct.close()

@@ -500,6 +500,7 @@ class TrainingSession:
         if self.closed:
             return
         self.acc.close()
+        self.accountant.close()
         self.closed = True
         self._audit("close", {"steps": self.steps}, {"steps": self.steps})
         self.events.publish("close", {"steps": self.steps})

@@ -79,6 +79,80 @@ class _Rdp:
         return float(max(0.0, np.nanmin(eps)))
 
 
+class _LivePLD:
+    """Exact ε after every step, without an accountant call on the training path.
+
+    Holds the privacy-loss distribution of ``base`` (the pool when it was built) plus k of this client's
+    Poisson steps, and composes one more step (one FFT convolution, a few ms) in a background thread
+    while the next step trains. ``exact(k)`` is ready when the step lands; any valid PLD is an upper bound.
+    """
+
+    def __init__(self, base: Composition, sigma: float, q: float, delta: float, interval: float) -> None:
+        import concurrent.futures as cf
+
+        self.base, self.sigma, self.q, self.delta, self.interval = base, sigma, q, delta, interval
+        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinker-nb-live-eps")
+        self._lock = __import__("threading").Lock()
+        self._values: dict[int, float] = {}
+        self._pld: Any = None
+        self._k = -1
+        self._busy = False
+
+    def _gaussian(self, sigma: float, q: float) -> Any:
+        from dp_accounting.pld import privacy_loss_distribution as pld
+
+        return pld.from_gaussian_mechanism(standard_deviation=sigma, sampling_prob=q,
+                                           value_discretization_interval=self.interval)
+
+    def _build_base(self) -> Any:
+        out = None
+        for s, q, n in self.base.poisson:
+            part = self._gaussian(s, q).self_compose(n)
+            out = part if out is None else out.compose(part)
+        if self.base.gaussian_mu2 > 0:
+            part = self._gaussian(1.0 / self.base.gaussian_mu2 ** 0.5, 1.0)
+            out = part if out is None else out.compose(part)
+        return out
+
+    def _advance_to(self, k: int) -> None:
+        with accounting.quiet_absl():
+            if self._pld is None and self._k < 0:
+                self._pld, self._k = self._build_base(), 0
+                self._one = self._gaussian(self.sigma, self.q)
+            while self._k < k:
+                self._pld = self._one if self._pld is None else self._pld.compose(self._one)
+                self._k += 1
+            eps = float(self._pld.get_epsilon_for_delta(self.delta)) if self._pld is not None else 0.0
+        with self._lock:
+            self._values[self._k] = eps
+            for old in [x for x in self._values if x < self._k - 4]:
+                del self._values[old]
+
+    def prefetch(self, k: int) -> None:
+        with self._lock:
+            if self._busy or k in self._values:
+                return
+            self._busy = True
+
+        def run() -> None:
+            try:
+                self._advance_to(k)
+            except Exception:  # noqa: BLE001 - a display aid: the RDP bound stays in place
+                pass
+            finally:
+                with self._lock:
+                    self._busy = False
+
+        self._pool.submit(run)
+
+    def exact(self, k: int) -> float | None:
+        with self._lock:
+            return self._values.get(k)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 class PrivacyAccountant:
     """σ, q, C, δ, the budget and the provenance of every step of one training client."""
 
@@ -107,6 +181,7 @@ class PrivacyAccountant:
         self._pending: str | None = None  # kind of the step being accumulated
         self._rdp = _Rdp()
         self._headroom: tuple[Composition, int] | None = None  # (base composition, steps of (σ, q) that fit)
+        self._live: _LivePLD | None = None
         self._exact: dict[tuple[Any, ...], accounting.EpsilonReport] = {}
 
     # ---------------------------------------------------------------- setup
@@ -159,7 +234,18 @@ class PrivacyAccountant:
             info["dataset_epsilon"] = spent.report(delta=dp.target_delta, accountant=self.accountant_name).epsilon \
                 if not spent.empty else 0.0
         self.pool, self.dataset_size, self.sample_rate, self.sigma = pool, size, q, sigma
+        if dp is not None and sigma is not None:
+            self._start_live(self.odometer.composition(self.tenant, pool))
         return info
+
+    def _start_live(self, base: Composition) -> None:
+        assert self.dp is not None and self.sigma is not None and self.sample_rate is not None
+        if self._live is not None:
+            self._live.close()
+        interval = accounting.pld_interval(list(base.add_poisson(self.sigma, self.sample_rate, 100).poisson),
+                                           base.gaussian_mu2, self.dp.target_delta)
+        self._live = _LivePLD(base, self.sigma, self.sample_rate, self.dp.target_delta, interval)
+        self._live.prefetch(1)
 
     _epochs: float = 1.0
 
@@ -311,7 +397,36 @@ class PrivacyAccountant:
         key = (comp.poisson, comp.gaussian_mu2, self.dp.target_delta, self.accountant_name)
         if key in self._exact:
             eps = min(eps, self._exact[key].epsilon)
+        live = self._live
+        if live is not None and self.sigma is not None and self.sample_rate is not None:
+            k = _extra_steps(live.base, comp, self.sigma, self.sample_rate)
+            if k is None:  # another client charged the pool: rebuild on the new base
+                self._start_live(comp)
+            else:
+                exact = live.exact(k)
+                if exact is None:  # not ready yet (rare): wait briefly, it is a few ms of work
+                    live.prefetch(k)
+                    import time
+
+                    deadline = time.monotonic() + 0.25
+                    while exact is None and time.monotonic() < deadline:
+                        time.sleep(0.002)
+                        exact = live.exact(k)
+                if exact is not None:
+                    eps = min(eps, exact)
+                live.prefetch(k + 1)  # the next step's value, computed while it trains
+        if self._headroom is not None and self.target is not None and self.sigma is not None \
+                and self.sample_rate is not None and eps > self.target:
+            # Within the admitted headroom the exact ε is <= target by construction.
+            k = _extra_steps(self._headroom[0], comp, self.sigma, self.sample_rate)
+            if k is not None and k <= self._headroom[1]:
+                eps = min(eps, self.target)
         return eps
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.close()
+            self._live = None
 
     def epsilon_report(self, comp: Composition | None = None) -> accounting.EpsilonReport | None:
         if self.dp is None:
