@@ -117,6 +117,32 @@ def test_two_passes_accumulate_and_a_smaller_last_chunk(d_in, d_out):
     acc.close()
 
 
+def test_an_abandoned_backward_pass_never_leaks_into_the_next_step():
+    torch.manual_seed(3)
+    lin1, lin2 = nn.Linear(5, 4), nn.Linear(4, 3)
+    model = nn.Sequential(lin1, nn.Tanh(), lin2)
+    acc = GradientAccumulator(model, dp=True, max_grad_norm=1e3)
+    x_old, x_new = torch.randn(4, 2, 5), torch.randn(4, 2, 5)  # same batch size: the dangerous case
+
+    class Interrupt(Exception):
+        pass
+
+    def boom(grad):  # lin2's per-example gradients are recorded, then the pass dies before lin1's
+        raise Interrupt
+
+    h = model[1].register_full_backward_pre_hook(lambda m, g: boom(g))
+    with pytest.raises(Interrupt):
+        model(x_old).pow(2).sum().backward()
+    h.remove()
+    model(x_new).pow(2).sum().backward()  # the next step's pass
+    acc.absorb(4)
+    acc.hooks.disable_hooks()
+    ref = torch.autograd.grad(model(x_new).pow(2).sum(), acc.params)  # no clipping at C = 1e3
+    for a, r in zip(acc.sums, ref):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-6)
+    acc.close()
+
+
 def test_2d_inputs_and_a_layer_called_twice_sum_both_calls():
     lin = nn.Linear(3, 2, bias=True)
     h = LinearPerExampleGrads(lin)

@@ -135,6 +135,12 @@ class LinearPerExampleGrads:
     def _forward(self, slot: _Slot, x: torch.Tensor) -> torch.Tensor:
         m = slot.module
         if self.enabled and torch.is_grad_enabled():
+            if self._written and torch._C._current_graph_task_id() == -1:
+                # A new forward pass (not a recomputation inside a backward) while an earlier backward's
+                # per-example gradients were never consumed: that pass was abandoned (an exception or an
+                # interrupt mid-backward). Its rows belong to other examples; adding them to this pass's
+                # rows would put two examples in one clipped vector, so they are dropped.
+                self._written = set()
             return _PerExampleLinear.apply(x, m.weight, m.bias, slot)
         return F.linear(x, m.weight, m.bias)
 
