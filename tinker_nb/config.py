@@ -106,7 +106,9 @@ class TrainingConfig:
     ``batch_size`` is the *expected* logical batch size: Poisson sampling draws each example with
     probability ``batch_size / N``, and DP gradients are normalised by this public constant.
     ``epochs`` is the plan used to calibrate σ from ``target_epsilon``. ``tenant`` (optional) must be the
-    ServiceClient's tenant when given. ``micro_batch_size`` bounds how
+    ServiceClient's tenant when given. ``base_dtype`` is the dtype of the frozen base weights (``"bfloat16"``
+    halves their memory on a GPU; ``"auto"`` = bf16 on CUDA): LoRA weights, per-example gradients,
+    clipping, noise and the optimizer stay float32. ``micro_batch_size`` bounds how
     many examples go through the model at once (a draw is split into chunks that together are that draw,
     exactly once); it changes memory, never the mathematics of the step.
     """
@@ -123,6 +125,7 @@ class TrainingConfig:
     seed: int = 0
     tenant: str | None = None
     device: str | None = None
+    base_dtype: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_ref, str) or not self.model_ref:
@@ -145,6 +148,9 @@ class TrainingConfig:
             from .workspace import validate_tenant
 
             validate_tenant(self.tenant)
+        if self.base_dtype is not None and self.base_dtype not in ("float32", "bfloat16", "float16", "auto"):
+            raise ConfigError(f"TrainingConfig.base_dtype must be 'float32', 'bfloat16', 'float16', 'auto' or None "
+                              f"(None: $TINKER_NB_BASE_DTYPE or float32), got {self.base_dtype!r}.")
         if self.device is not None and not (self.device in ("cpu", "cuda") or str(self.device).startswith("cuda:")):
             raise ConfigError(f"TrainingConfig.device must be 'cpu', 'cuda', 'cuda:N' or None, got {self.device!r}.")
 

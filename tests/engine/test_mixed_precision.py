@@ -127,3 +127,19 @@ def test_session_trains_a_bf16_base_through_the_environment(tiny_model, monkeypa
         assert any(not torch.equal(b, p) for b, p in zip(before, trainable))
     finally:
         s.close()
+
+
+def test_training_config_base_dtype_selects_bf16_base_with_fp32_dp_state(tiny_model):
+    from tinker_nb.config import DPConfig, LoRAConfig, TrainingConfig
+    from tinker_nb.engine.session import TrainingSession
+
+    s = TrainingSession(TrainingConfig(model_ref=tiny_model, base_dtype="bfloat16", batch_size=2,
+                                       lora_config=LoRAConfig(rank=2, alpha=4, target_modules=("q_proj",)),
+                                       dp_config=DPConfig(noise_multiplier=1.0, target_delta=1e-3)))
+    frozen = [p for p in s.model.parameters() if not p.requires_grad]
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)
+    assert all(p.dtype == torch.float32 for p in s.acc.params)
+    s.forward_backward(["the cat sat", "the dog ran"])
+    res = s.optim_step()
+    assert res.noise_std == 1.0 and all(p.dtype == torch.float32 for p in s.acc.params)
+    s.close()

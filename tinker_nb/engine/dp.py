@@ -101,7 +101,8 @@ class GradientAccumulator:
             if noise is None:
                 raise RuntimeError("DP step without a noise source")
             total = sum(s.numel() for s in self.sums)
-            flat = noise.normal((total,), noise_std, device=self.sums[0].device)
+            dev = self.sums[0].device
+            flat = noise.normal((total,), noise_std, device=dev, prefetch=dev.type != "cpu")
             offset = 0
             for s, p in zip(self.sums, self.params):
                 n = s.numel()

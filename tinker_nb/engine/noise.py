@@ -112,13 +112,39 @@ class GaussianNoise:
         return out[:n]
 
     def normal(self, shape: torch.Size | tuple[int, ...], std: float, *, device: torch.device | str = "cpu",
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """A tensor of independent N(0, std²) draws on ``device``."""
+               dtype: torch.dtype = torch.float32, prefetch: bool = False) -> torch.Tensor:
+        """A tensor of independent N(0, std²) draws on ``device``.
+
+        ``prefetch=True`` (used when training on an accelerator) draws the next call's standard normals of
+        the same size in a background thread, so the CPU work overlaps the next step on the GPU. The values
+        are the same kind of draws from the same secret keystream; only when they are computed changes.
+        """
         n = math.prod(shape)
         if n == 0:
             return torch.zeros(shape, device=device, dtype=dtype)
-        z = torch.from_numpy(self.standard_normal(n)).to(device)
+        ready = self._take_prefetched(n)
+        z = torch.from_numpy(ready if ready is not None else self.standard_normal(n)).to(device)
+        if prefetch:
+            self._prefetch(n)
         return z.mul_(float(std)).to(dtype).reshape(shape)
+
+    _next: tuple[int, object] | None = None
+    _executor: object = None
+
+    def _prefetch(self, n: int) -> None:
+        import concurrent.futures as cf
+
+        if self._executor is None:
+            self._executor = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinker-nb-noise")
+        self._next = (n, self._executor.submit(self.standard_normal, n))  # type: ignore[attr-defined]
+
+    def _take_prefetched(self, n: int) -> np.ndarray | None:
+        nxt, self._next = self._next, None
+        if nxt is None:
+            return None
+        size, fut = nxt
+        z = fut.result()  # type: ignore[attr-defined]
+        return z if size == n else None
 
 
 class SecureBernoulli:

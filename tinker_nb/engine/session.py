@@ -74,7 +74,7 @@ class TrainingSession:
         self.events = events or EventBus()
         self._audit = audit or (lambda op, params, summary: None)
         self.device = pick_device(config.device)
-        loaded = load_base_model(config.model_ref, device=self.device)
+        loaded = load_base_model(config.model_ref, device=self.device, dtype=config.base_dtype)
         self.tokenizer = loaded.tokenizer
         self.model_path = loaded.path
         self.vocab_size = loaded.vocab_size
