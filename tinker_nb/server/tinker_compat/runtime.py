@@ -31,6 +31,7 @@ log = logging.getLogger("tinker_nb.server.tinker")
 
 MAX_FUTURES = 20_000
 MAX_IDEM = 50_000
+SESSION_EXPIRY_S = 300.0  # a session without a heartbeat this long (the SDK beats every 10 s) is finished
 
 
 class TinkerFailure(Exception):
@@ -186,7 +187,19 @@ class TinkerCompat:
         return e
 
     # ------------------------------------------------------------------ sessions
+    def reap(self) -> None:
+        """Finish sessions whose client went away without ``close()`` (no heartbeat for SESSION_EXPIRY_S)."""
+        now = time.time()
+        for s in list(self.sessions.values()):
+            if not s.finished and now - s.last_heartbeat > SESSION_EXPIRY_S:
+                log.info("tinker session %s (tenant %s) expired without heartbeat", s.session_id, s.tenant)
+                try:
+                    self.finish_session(s.tenant, s.session_id, "expired")
+                except Exception:  # noqa: BLE001 - best effort; the next reap tries again
+                    log.exception("finishing expired session %s", s.session_id)
+
     def create_session(self, tenant: str) -> Session:
+        self.reap()
         now = time.time()
         s = Session(f"tnb-{secrets.token_hex(8)}", tenant, now, now)
         with self._lock:
@@ -227,6 +240,8 @@ class TinkerCompat:
                 sum(1 for s in self.samplers.values() if not s.closed and s.tc is not None)
 
     def check_capacity(self) -> None:
+        if self.live_count() >= self.state.max_clients:
+            self.reap()
         if self.live_count() >= self.state.max_clients:
             raise StateError(f"the server is at capacity ({self.state.max_clients} models and samplers); close a "
                              "ServiceClient (its models are released) and retry.")
