@@ -73,11 +73,42 @@ class TDatum:
     weights: list[float]
 
 
-def _tensor(msg: Any) -> np.ndarray:
-    from tinker.proto.response_conv import _tensor_data_from_proto  # the SDK's own decoder
+_NP = {pb.DTYPE_FLOAT32: np.float32, pb.DTYPE_INT64: np.int64, pb.DTYPE_INT32: np.int32}
+MAX_ELEMENTS = 1 << 24
 
-    td = _tensor_data_from_proto(msg)
-    return np.asarray(td.to_numpy()).reshape(-1)
+
+def _tensor(msg: Any) -> np.ndarray:
+    """A 1-D array from a proto ``Tensor`` (dense, or sparse CSR densified), checked against its shape."""
+    dt = _NP.get(msg.dtype)
+    if dt is None:
+        raise DataError("loss_fn_inputs tensors must be float32, int32 or int64.")
+    shape = [int(x) for x in msg.shape]
+    n = int(np.prod(shape)) if shape else None
+    if n is not None and (n < 0 or n > MAX_ELEMENTS):
+        raise DataError(f"a loss_fn_inputs tensor of shape {shape} is too large.")
+    try:
+        if msg.HasField("sparse_csr"):
+            if not shape or len(shape) > 2:
+                raise DataError("a sparse loss_fn_inputs tensor needs a 1-D or 2-D shape.")
+            rows, cols = (1, shape[0]) if len(shape) == 1 else (shape[0], shape[1])
+            vals = np.frombuffer(msg.sparse_csr.values, dtype=dt)
+            crow = np.frombuffer(msg.sparse_csr.crow_indices, dtype=np.int64)
+            col = np.frombuffer(msg.sparse_csr.col_indices, dtype=np.int64)
+            if len(crow) != rows + 1 or len(col) != len(vals) or (len(col) and (col.min() < 0 or col.max() >= cols)):
+                raise DataError("a sparse loss_fn_inputs tensor has inconsistent CSR indices.")
+            out = np.zeros(rows * cols, dtype=dt)
+            for r in range(rows):
+                a, b = int(crow[r]), int(crow[r + 1])
+                if not 0 <= a <= b <= len(vals):
+                    raise DataError("a sparse loss_fn_inputs tensor has inconsistent CSR indices.")
+                out[r * cols + col[a:b]] = vals[a:b]
+            return out
+        arr = np.frombuffer(msg.dense, dtype=dt)
+    except ValueError:
+        raise DataError("a loss_fn_inputs tensor's bytes do not match its dtype.") from None
+    if n is not None and arr.size != n:
+        raise DataError(f"a loss_fn_inputs tensor has {arr.size} values for shape {shape}.")
+    return arr
 
 
 def _chunks_to_tokens(chunks: Any, where: str) -> list[int]:
