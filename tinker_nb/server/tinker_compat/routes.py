@@ -104,7 +104,8 @@ def build_tinker_router(state: Any, compat: TinkerCompat) -> APIRouter:
     @r.post("/session_heartbeat")
     async def heartbeat(request: Request, p: ApiKeyInfo = Principal) -> Response:
         body, _ = await body_json(request)
-        s = compat.sessions.get(str(body.get("session_id")))
+        req = parse_json(T.SessionHeartbeatRequest, body)
+        s = compat.sessions.get(req.session_id)
         if s is None or s.tenant != p.tenant or s.finished:
             return JSONResponse({"error": "no such live session"}, status_code=410)  # stops the heartbeat
         s.last_heartbeat = time.time()
@@ -117,7 +118,8 @@ def build_tinker_router(state: Any, compat: TinkerCompat) -> APIRouter:
     @r.post("/sessions/{session_id}/finish")
     async def finish(session_id: str, request: Request, p: ApiKeyInfo = Principal) -> dict:
         body, _ = await body_json(request)
-        reason = ((body or {}).get("reason") or {}).get("type", "unknown") if isinstance(body, dict) else "unknown"
+        reason = body.get("reason") if isinstance(body, dict) else None
+        reason = reason.get("type", "unknown") if isinstance(reason, dict) else "unknown"
         await run_in_threadpool(compat.finish_session, p.tenant, session_id, str(reason)[:40])
         return {}
 
