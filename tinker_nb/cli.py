@@ -270,7 +270,8 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     svc = _service(args)
     # store.list() authenticates every row against its file and the tenant key (IntegrityError -> exit 1).
     rows = [{"artifact_id": i.artifact_id, "name": i.name, "step": (i.public or {}).get("step"),
-             "created": i.created} for i in svc.store.list()]
+             "created": i.created} for i in svc.store.list()
+            if (i.public or {}).get("kind", "training-state") == "training-state"]
     if args.json:
         _print_json(rows)
     else:

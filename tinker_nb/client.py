@@ -142,7 +142,13 @@ class ServiceClient:
         return [tc for tc in out if tc is not None and not tc.closed]
 
     def list_checkpoints(self) -> list[dict]:
-        return [dict(x.to_dict()) if hasattr(x, "to_dict") else dict(x) for x in self.store.list()]
+        """This tenant's training checkpoints (other artifacts, such as a server's uploaded data sets, are not)."""
+        out = []
+        for x in self.store.list():
+            d = dict(x.to_dict()) if hasattr(x, "to_dict") else dict(x)
+            if (d.get("public") or {}).get("kind", "training-state") == "training-state":
+                out.append(d)
+        return out
 
     def collect_garbage(self, *, older_than_s: float = 3600.0) -> Any:
         """Reconcile this tenant's checkpoint files, index and ledger after a crash; returns what was done."""
