@@ -449,18 +449,10 @@ def build_tinker_router(state: Any, compat: TinkerCompat) -> APIRouter:
         sp = compat.sampler(p.tenant, sampler_id)
         return {"sampler_id": sp.sampler_id, "base_model": sp.base_model, "model_path": sp.model_path}
 
-    def ensure_sampler_client(sp: Sampler) -> Any:
-        if sp.tc is None:
-            compat.check_capacity()
-            sp.tc = compat.open_training_client(sp.tenant, sp.config)
-            if sp.artifact_id is not None:
-                sp.tc.load_state(sp.artifact_id)
-        return sp.tc
-
     def run_sample(sp: Sampler, req: Any, seq_ids: list[str]) -> bytes:
         from ...engine.generation import generate
 
-        tc = ensure_sampler_client(sp)
+        tc = compat.sampler_client(sp)
         ids = model_input_tokens(req.prompt)
         if not ids:
             raise DataError("the prompt has no tokens.")

@@ -31,6 +31,7 @@ log = logging.getLogger("tinker_nb.server.tinker")
 
 MAX_FUTURES = 20_000
 MAX_IDEM = 50_000
+MAX_LOADED_SAMPLERS = 2  # per session: older sampling sessions give their model copy back (reloaded on use)
 SESSION_EXPIRY_S = 300.0  # a session without a heartbeat this long (the SDK beats every 10 s) is finished
 
 
@@ -124,6 +125,7 @@ class Sampler:
     worker: _Worker
     tc: Any = None
     closed: bool = False
+    last_used: float = 0.0
 
 
 class TinkerCompat:
@@ -297,6 +299,44 @@ class TinkerCompat:
 
         sp.worker.submit(FutureEntry("close", sp.tenant, "close"), close)
         sp.worker.shutdown()
+
+    def sampler_client(self, sp: Sampler) -> Any:
+        """The sampler's in-process client (on its worker): loaded on first use, and again after an unload.
+
+        At most MAX_LOADED_SAMPLERS per session hold a model copy; the least recently used one is unloaded.
+        """
+        sp.last_used = time.monotonic()
+        if sp.tc is not None:
+            return sp.tc
+        with self._lock:
+            loaded = [x for x in self.samplers.values() if x.session_id == sp.session_id and x is not sp
+                      and not x.closed and x.tc is not None]
+        waits = []
+        while len(loaded) >= MAX_LOADED_SAMPLERS:
+            victim = min(loaded, key=lambda x: x.last_used)
+            loaded.remove(victim)
+            e = FutureEntry("unload", victim.tenant, "unload")
+
+            def unload(v: Sampler = victim) -> None:
+                if v.tc is not None:
+                    try:
+                        v.tc.close()
+                    finally:
+                        v.tc = None
+
+            victim.worker.submit(e, unload)
+            waits.append(e.fut)
+        cf.wait(waits, timeout=120)
+        self.check_capacity()
+        tc = self.open_training_client(sp.tenant, sp.config)
+        try:
+            if sp.artifact_id is not None:
+                tc.load_state(sp.artifact_id)
+        except BaseException:
+            tc.close()
+            raise
+        sp.tc = tc
+        return tc
 
     def register_sampler(self, sp: Sampler) -> None:
         with self._lock:
