@@ -286,7 +286,7 @@ def chart_svg(curve: list[tuple[int, float]], *, target: float | None, delta: fl
     def Y(e: float) -> float:
         return T + H * (1 - e / y_hi)
 
-    parts = [f'<svg viewBox="0 0 {width} {height}" style="display:block;width:100%;max-width:{width * 2}px;'
+    parts = [f'<svg viewBox="0 0 {width} {height}" style="display:block;width:100%;max-width:{int(width * 1.5)}px;'
              f'height:auto" role="img" aria-label="epsilon versus steps">']
     for v in _nice_ticks(y_hi):
         parts.append(f'<line x1="{L}" x2="{L + W}" y1="{Y(v):.1f}" y2="{Y(v):.1f}" stroke="{grid}"/>'
