@@ -56,6 +56,7 @@ def build_state(*, config: dict[str, Any], trainable: list[str], step: int, priv
         "sigma": privacy.get("sigma"),
         "history": [list(h) for h in pool["poisson"]],
         "gaussian_mu2": float(pool.get("gaussian_mu2") or 0.0),
+        "unprotected_steps": int(pool.get("unprotected_steps") or 0),
         "sampling_sources": sources,
         "noise_seed_fixed": bool(privacy.get("noise_fixed")),
         "pool": privacy.get("pool"),

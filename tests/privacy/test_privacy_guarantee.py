@@ -411,3 +411,29 @@ def test_live_epsilon_moves_every_step_and_is_exact_within_the_budget(tmp_path):
         assert values[k - 1] == pytest.approx(e, rel=2e-3)  # both pessimistic PLD bounds
         assert values[k - 1] <= accounting.report([(1.0, 8 / 250, k)], delta=1e-5).epsilon_rdp
     acct.close()
+
+
+def test_a_non_dp_client_on_the_same_data_makes_its_epsilon_unbounded(tiny_model, tmp_path):
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    dp_client = svc.create_training_client(_cfg(tiny_model))
+    dp_client.attach_dataset(RECORDS)
+    _step(dp_client, next(dp_client.poisson_batches(steps=1)))
+    plain = svc.create_training_client(_cfg(tiny_model, dp_config=None))
+    plain.attach_dataset(RECORDS)
+    _step(plain, next(plain.poisson_batches(steps=1)))
+    m = dp_client.get_dp_metrics()
+    assert m.epsilon_spent == float("inf") and not m.accounting_valid
+    assert any("WITHOUT differential privacy" in n for n in m.notes)
+    with pytest.raises(BudgetExceededError):  # no DP step fits any more
+        dp_client.forward_backward(next(dp_client.poisson_batches(steps=1))).result()
+    late = svc.create_training_client(_cfg(tiny_model))
+    with pytest.raises(BudgetExceededError, match="WITHOUT differential privacy"):
+        late.attach_dataset(RECORDS)
+    from tinker_nb import PackageError
+    from tinker_nb.security.kem import RecipientIdentity
+
+    with pytest.raises(PackageError, match="no DP certificate"):  # a certificate cannot claim a finite ε
+        dp_client.package(tmp_path / "m.tgsp", recipients=[RecipientIdentity.generate().public_key()])
+    assert not (tmp_path / "m.tgsp").exists()
+    for tc in (dp_client, plain, late):
+        tc.close()

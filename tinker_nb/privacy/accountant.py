@@ -214,6 +214,11 @@ class PrivacyAccountant:
                     target_epsilon=dp.target_epsilon, delta=dp.target_delta, sample_rate=q, steps=planned,
                     accountant=self.accountant_name)
             spent = self.odometer.composition(self.tenant, pool)
+            if spent.unprotected_steps and self.target is not None:
+                raise BudgetExceededError(
+                    f"this data set was trained on WITHOUT differential privacy in this workspace "
+                    f"({spent.unprotected_steps} steps by a client with dp_config=None): its ε is unbounded, so no "
+                    "DP budget remains. Nothing was attached. Train on data that has not been released without DP.")
             if self.target is not None:
                 room = accounting.max_steps_within(
                     noise_multiplier=sigma, sample_rate=q, target_epsilon=self.target, delta=dp.target_delta,
@@ -257,6 +262,8 @@ class PrivacyAccountant:
         if self.target is None or self.dp is None:
             return
         delta = self.dp.target_delta
+        if prop.unprotected_steps:
+            self._refuse(cur, prop)
         if self._rdp.epsilon(prop, delta) <= self.target:  # RDP is an upper bound: fits for sure
             return
         if self._headroom is not None and self.sigma is not None and self.sample_rate is not None:
@@ -287,7 +294,7 @@ class PrivacyAccountant:
 
     def _report(self, comp: Composition) -> accounting.EpsilonReport:
         assert self.dp is not None
-        key = (comp.poisson, comp.gaussian_mu2, self.dp.target_delta, self.accountant_name)
+        key = (comp.poisson, comp.gaussian_mu2, comp.unprotected_steps, self.dp.target_delta, self.accountant_name)
         if key not in self._exact:
             if len(self._exact) > 256:
                 self._exact.clear()
@@ -302,7 +309,8 @@ class PrivacyAccountant:
         if self._pending is not None:
             raise StateError("a step is already being accumulated; call optim_step() before the next draw.")
         kind = "poisson"
-        if self.dp is None:
+        if self.dp is None:  # a release without DP: the data set's ε becomes unbounded, for every client
+            self.odometer.charge_unprotected(self.tenant, self.pool, self.client_id)
             self._pending = kind
             return StepCharge(kind, self.pool, self.own)
         assert self.sigma is not None
@@ -323,6 +331,8 @@ class PrivacyAccountant:
                              "batch (a step is either one draw or caller-supplied batches, not both).")
         fps = list(fingerprints)
         if self.dp is None:
+            if self.pool is not None and self.pool != CALLER_POOL:  # own batches next to an attached data set
+                self.odometer.charge_unprotected(self.tenant, self.pool, self.client_id)
             self._pending = "caller-supplied"
             return None
         if self.sigma is None:
@@ -393,8 +403,10 @@ class PrivacyAccountant:
         if self.dp is None:
             return None
         comp = self.pool_composition()
+        if comp.unprotected_steps:
+            return float("inf")
         eps = self._rdp.epsilon(comp, self.dp.target_delta)
-        key = (comp.poisson, comp.gaussian_mu2, self.dp.target_delta, self.accountant_name)
+        key = (comp.poisson, comp.gaussian_mu2, 0, self.dp.target_delta, self.accountant_name)
         if key in self._exact:
             eps = min(eps, self._exact[key].epsilon)
         live = self._live
@@ -441,6 +453,8 @@ class PrivacyAccountant:
         if self.dp is None or self.target is None or self.sigma is None or self.sample_rate is None:
             return None
         comp = self.pool_composition()
+        if comp.unprotected_steps:
+            return 0
         if self._headroom is not None:
             extra = _extra_steps(self._headroom[0], comp, self.sigma, self.sample_rate)
             if extra is not None:
@@ -459,6 +473,10 @@ class PrivacyAccountant:
             return False, ["differential privacy is off (dp_config=None): no guarantee."]
         valid = True
         comp = self.pool_composition()
+        if comp.unprotected_steps:
+            valid = False
+            notes.append(f"{comp.unprotected_steps} steps on this data set were taken WITHOUT differential privacy "
+                         "(a client with dp_config=None): no finite ε holds for it any more.")
         if self.sampling() not in ("poisson", "none") or comp.gaussian_mu2 > 0:
             valid = False
             notes.append("some steps used caller-supplied batches: their ε is accounted by participation count "

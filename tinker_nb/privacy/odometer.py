@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS pools (
   PRIMARY KEY (tenant, pool));
 CREATE TABLE IF NOT EXISTS charges (
   tenant TEXT NOT NULL, pool TEXT NOT NULL, client TEXT NOT NULL,
-  kind TEXT NOT NULL CHECK (kind IN ('poisson', 'gaussian')),
+  kind TEXT NOT NULL CHECK (kind IN ('poisson', 'gaussian', 'unprotected')),
   sigma REAL NOT NULL, sample_rate REAL NOT NULL,
   steps INTEGER NOT NULL DEFAULT 0 CHECK (steps >= 0), mu2 REAL NOT NULL DEFAULT 0 CHECK (mu2 >= 0),
   updated REAL NOT NULL,
@@ -66,6 +66,7 @@ class Composition:
     gaussian_mu2: float = 0.0
     version: int = 0
     by_client: dict[str, int] = field(default_factory=dict, compare=False)
+    unprotected_steps: int = 0  # steps a client took on this data set WITHOUT DP: ε is unbounded
 
     @property
     def steps(self) -> int:
@@ -73,24 +74,35 @@ class Composition:
 
     @property
     def empty(self) -> bool:
-        return self.steps == 0 and self.gaussian_mu2 <= 0
+        return self.steps == 0 and self.gaussian_mu2 <= 0 and self.unprotected_steps == 0
 
     def add_poisson(self, sigma: float, q: float, n: int = 1) -> Composition:
         runs = dict(((s, qq), k) for s, qq, k in self.poisson)
         runs[(float(sigma), float(q))] = runs.get((float(sigma), float(q)), 0) + int(n)
         return Composition(tuple(sorted((s, qq, k) for (s, qq), k in runs.items())), self.gaussian_mu2,
-                           self.version, self.by_client)
+                           self.version, self.by_client, self.unprotected_steps)
 
     def add_gaussian(self, mu2: float) -> Composition:
-        return Composition(self.poisson, self.gaussian_mu2 + float(mu2), self.version, self.by_client)
+        return Composition(self.poisson, self.gaussian_mu2 + float(mu2), self.version, self.by_client,
+                           self.unprotected_steps)
+
+    def add_unprotected(self, n: int = 1) -> Composition:
+        return Composition(self.poisson, self.gaussian_mu2, self.version, self.by_client, self.unprotected_steps + n)
 
     def report(self, *, delta: float, accountant: str = "pld") -> accounting.EpsilonReport:
-        """ε of everything in this composition at ``delta`` (min of the accountant's and RDP's bounds)."""
+        """ε of everything in this composition at ``delta`` (min of the accountant's and RDP's bounds).
+
+        Infinite once any client trained on the data set without DP.
+        """
+        if self.unprotected_steps:
+            inf = float("inf")
+            return accounting.EpsilonReport(inf, "none (steps without DP)", inf, inf, None)
         return accounting.report(list(self.poisson), delta=delta, accountant=accountant,
                                  gaussian_mu2=self.gaussian_mu2)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"poisson": [list(h) for h in self.poisson], "gaussian_mu2": self.gaussian_mu2, "steps": self.steps}
+        return {"poisson": [list(h) for h in self.poisson], "gaussian_mu2": self.gaussian_mu2, "steps": self.steps,
+                "unprotected_steps": self.unprotected_steps}
 
 
 class PrivacyOdometer:
@@ -146,9 +158,11 @@ class PrivacyOdometer:
                 if steps > 0:
                     comp = comp.add_poisson(sigma, q, steps)
                     by_client[cl] = by_client.get(cl, 0) + int(steps)
+            elif kind == "unprotected":
+                comp = comp.add_unprotected(int(steps))
             elif mu2 > 0:
                 comp = comp.add_gaussian(mu2)
-        return Composition(comp.poisson, comp.gaussian_mu2, version, by_client)
+        return Composition(comp.poisson, comp.gaussian_mu2, version, by_client, comp.unprotected_steps)
 
     def composition(self, tenant: str, pool: str, *, client: str | None = None) -> Composition:
         """Everything charged to ``pool`` (by every client, or by ``client`` only)."""
@@ -164,6 +178,26 @@ class PrivacyOdometer:
         with self._lock:
             return [r[0] for r in self._conn().execute("SELECT pool FROM pools WHERE tenant=? ORDER BY created",
                                                        (tenant,))]
+
+    def charge_unprotected(self, tenant: str, pool: str, client: str) -> None:
+        """Record a step taken on ``pool`` without DP: from now on the data set's ε is unbounded."""
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                db.execute("INSERT OR IGNORE INTO pools (tenant, pool, version, created) VALUES (?, ?, 0, ?)",
+                           (tenant, pool, now))
+                db.execute(
+                    "INSERT INTO charges (tenant, pool, client, kind, sigma, sample_rate, steps, mu2, updated) "
+                    "VALUES (?, ?, ?, 'unprotected', 0, 0, 1, 0, ?) ON CONFLICT (tenant, pool, client, kind, sigma, "
+                    "sample_rate) DO UPDATE SET steps = steps + 1, updated = excluded.updated",
+                    (tenant, pool, client, now))
+                db.execute("UPDATE pools SET version = version + 1 WHERE tenant=? AND pool=?", (tenant, pool))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def charge(self, tenant: str, pool: str, client: str, *, poisson: tuple[float, float] | None = None,
                gaussian_mu2: float = 0.0,
@@ -210,4 +244,5 @@ class PrivacyOdometer:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            return Composition(prop.poisson, prop.gaussian_mu2, cur.version + 1, prop.by_client)
+            return Composition(prop.poisson, prop.gaussian_mu2, cur.version + 1, prop.by_client,
+                               prop.unprotected_steps)

@@ -121,6 +121,10 @@ def _build(service: Any, blobs: dict[str, bytes], out: Path, *, recipients: list
     except (KeyError, IntegrityError) as exc:
         raise PackageError(f"the checkpoint has no readable state.json / adapter.safetensors ({exc}).") from None
     cfg = state["config"]
+    if cfg.get("dp_config") and int(state.get("unprotected_steps") or 0):
+        raise PackageError(f"this data set was also trained on WITHOUT differential privacy in the workspace "
+                           f"({state['unprotected_steps']} steps by a client with dp_config=None), so no finite ε holds "
+                           "and no DP certificate can be issued. Nothing was written.")
     adapter = to_peft_names(adapter_raw)
     sampling = sampling_label(state.get("sampling_sources") or [])
     library = _library()
