@@ -46,7 +46,7 @@ class Server:
         self.log_path = workspace.parent / "server.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 120.0) -> "Server":
+    def start(self, timeout: float = 120.0) -> Server:
         import httpx
 
         self._log = open(self.log_path, "wb")

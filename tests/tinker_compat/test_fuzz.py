@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("tinker")
 pytest.importorskip("fastapi")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 ROUTES = ["client/config", "client/dynamic_config", "create_session", "session_heartbeat", "telemetry",
           "create_model", "get_info", "forward_backward", "optim_step", "save_weights", "save_weights_for_sampler",

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tinker")
-from tinker import types  # noqa: E402
-from tinker.proto.request_conv import forward_backward_request_to_proto  # noqa: E402
+from tinker import types
+from tinker.proto.request_conv import forward_backward_request_to_proto
 
-from tinker_nb.errors import ConfigError, DataError  # noqa: E402
-from tinker_nb.server.tinker_compat.policy import BUILTIN, POLICY_ENV, load_policy  # noqa: E402
-from tinker_nb.server.tinker_compat.wire import (  # noqa: E402
+from tinker_nb.errors import ConfigError, DataError
+from tinker_nb.server.tinker_compat.policy import BUILTIN, POLICY_ENV, load_policy
+from tinker_nb.server.tinker_compat.wire import (
     decode_forward_backward,
     decompress_bounded,
     encode_forward_backward_output,
@@ -79,7 +79,7 @@ def test_zstd_is_read_through_a_bounded_stream():
     import zstandard
 
     body = _body([_datum([1, 2, 3])])
-    msg, ds = decode_forward_backward(zstandard.ZstdCompressor().compress(body), "zstd")
+    _, ds = decode_forward_backward(zstandard.ZstdCompressor().compress(body), "zstd")
     assert ds[0].tokens == [1, 2]
     bomb = zstandard.ZstdCompressor().compress(b"\0" * (1 << 20))
     with pytest.raises(DataError, match="expands beyond"):

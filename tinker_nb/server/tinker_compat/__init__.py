@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-__all__ = ["mount", "PREFIX", "SDK_PIN"]
+__all__ = ["PREFIX", "SDK_PIN", "mount"]
 
 PREFIX = "/tinker"
 SDK_PIN = "0.38"

@@ -28,7 +28,7 @@ from typing import Any
 
 from ...errors import ConfigError
 
-__all__ = ["DPPolicy", "load_policy", "POLICY_FILE", "POLICY_ENV", "BUILTIN"]
+__all__ = ["BUILTIN", "POLICY_ENV", "POLICY_FILE", "DPPolicy", "load_policy"]
 
 POLICY_FILE = "tinker_policy.json"
 POLICY_ENV = "TINKER_NB_TINKER_POLICY"

@@ -21,8 +21,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from ...errors import ConfigError, DataError, StateError
-from ...remote.wire import NotFoundError
+from ...errors import ConfigError, DataError, StateError, TinkerError
+from ...remote.wire import error_type, status_for
 from ..apikeys import ApiKeyInfo
 from ..auth import require_principal
 from .policy import load_policy
@@ -422,16 +422,14 @@ def build_tinker_router(state: Any, compat: TinkerCompat) -> APIRouter:
         if model_path is not None:
             aid = compat.find_checkpoint(tenant, model_path)
             cfg = compat.checkpoint_config(tenant, aid)
-            if cfg.tenant not in (None, tenant):
-                raise NotFoundError(f"no checkpoint {model_path!r} for this API key's tenant.")
             base = cfg.model_ref
         else:
             if not base_model:
                 raise ConfigError("create_sampling_session needs model_path or base_model.")
             cfg, _ = training_config(tenant, base_model, 1, 0, None)
             aid, base = None, base_model
-        sp = Sampler(f"{session_id}:sample:{seq}:{secrets.token_hex(4)}", tenant, session_id, base, model_path, aid, cfg,
-                     new_worker(f"s{seq}"))
+        sp = Sampler(f"{session_id}:sample:{seq}:{secrets.token_hex(4)}", tenant, session_id, base, model_path, aid,
+                     cfg, new_worker(f"s{seq}"))
         compat.register_sampler(sp)
         return sp
 
@@ -440,8 +438,13 @@ def build_tinker_router(state: Any, compat: TinkerCompat) -> APIRouter:
         body, _ = await body_json(request)
         req = parse_json(T.CreateSamplingSessionRequest, body)
         compat.session(p.tenant, req.session_id)
-        sp = await run_in_threadpool(new_sampler, p.tenant, req.session_id, req.sampling_session_seq_id,
-                                     req.base_model, req.model_path)
+        try:
+            sp = await run_in_threadpool(new_sampler, p.tenant, req.session_id, req.sampling_session_seq_id,
+                                         req.base_model, req.model_path)
+        except TinkerError as exc:
+            if status_for(error_type(exc)) in (409, 429, 400):  # statuses the SDK would retry for minutes
+                raise DataError(f"{type(exc).__name__}: {exc}") from None
+            raise
         return T.CreateSamplingSessionResponse(sampling_session_id=sp.sampler_id).model_dump(mode="json")
 
     @r.get("/samplers/{sampler_id}")

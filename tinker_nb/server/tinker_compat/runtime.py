@@ -19,13 +19,14 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ...errors import BudgetExceededError, ConfigError, DataError, StateError, TinkerError
 from ...remote.wire import NotFoundError
 
-__all__ = ["TinkerCompat", "TinkerFailure", "CompatModel", "Sampler"]
+__all__ = ["CompatModel", "Sampler", "TinkerCompat", "TinkerFailure"]
 
 log = logging.getLogger("tinker_nb.server.tinker")
 
@@ -197,7 +198,7 @@ class TinkerCompat:
                 log.info("tinker session %s (tenant %s) expired without heartbeat", s.session_id, s.tenant)
                 try:
                     self.finish_session(s.tenant, s.session_id, "expired")
-                except Exception:  # noqa: BLE001 - best effort; the next reap tries again
+                except Exception:
                     log.exception("finishing expired session %s", s.session_id)
 
     def create_session(self, tenant: str) -> Session:
@@ -213,8 +214,8 @@ class TinkerCompat:
         s = self.sessions.get(session_id)
         if s is None or s.tenant != tenant:
             raise NotFoundError(f"no session {session_id!r}.")
-        if s.finished:
-            raise StateError(f"session {session_id} is finished; create a new ServiceClient.")
+        if s.finished:  # 404, not 409: the SDK retries a 409 for minutes
+            raise NotFoundError(f"session {session_id} is finished; create a new ServiceClient.")
         return s
 
     def finish_session(self, tenant: str, session_id: str, reason: str) -> None:
@@ -253,7 +254,8 @@ class TinkerCompat:
         if m is None or m.tenant != tenant:
             raise NotFoundError(f"no model {model_id!r}.")
         if m.closed:
-            raise StateError(f"model {model_id} is closed (its session finished); create a new training client.")
+            raise NotFoundError(f"model {model_id} is closed (its session finished or its creation failed); create "
+                                "a new training client.")
         return m
 
     def register_model(self, m: CompatModel) -> None:
@@ -350,7 +352,7 @@ class TinkerCompat:
         if sp is None or sp.tenant != tenant:
             raise NotFoundError(f"no sampling session {sampler_id!r}.")
         if sp.closed:
-            raise StateError(f"sampling session {sampler_id} is closed.")
+            raise NotFoundError(f"sampling session {sampler_id} is closed.")
         return sp
 
     # ------------------------------------------------------------------ checkpoints
@@ -385,7 +387,7 @@ class TinkerCompat:
             if m.tc is not None:
                 try:
                     m.tc.close()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("closing tinker model %s at shutdown", m.model_id)
                 m.tc = None
         for sp in list(self.samplers.values()):

@@ -19,8 +19,18 @@ from tinker.proto import tinker_public_pb2 as pb
 
 from ...errors import DataError
 
-__all__ = ["pb", "T", "parse_json", "decode_forward_backward", "encode_forward_backward_output",
-           "encode_sample_response", "TDatum", "MAX_DECOMPRESSED", "decompress_bounded", "model_input_tokens"]
+__all__ = [
+    "MAX_DECOMPRESSED",
+    "T",
+    "TDatum",
+    "decode_forward_backward",
+    "decompress_bounded",
+    "encode_forward_backward_output",
+    "encode_sample_response",
+    "model_input_tokens",
+    "parse_json",
+    "pb",
+]
 
 MAX_DECOMPRESSED = 256 * 1024 * 1024  # bytes a zstd fwd/bwd body may expand to
 
