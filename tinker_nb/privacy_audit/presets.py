@@ -17,8 +17,10 @@ def notebook_settings(fast: bool) -> dict[str, Any]:
     if fast:
         return dict(dataset_size=8, n_canaries=64, canary_length=32, batch_size=16, learning_rate=4e-3, rank=8,
                     epochs=24.0, dp_epochs=4.0, target_epsilon=8.0, delta=1e-5)
-    return dict(dataset_size=64, n_canaries=256, canary_length=32, batch_size=32, learning_rate=4e-3, rank=8,
-                epochs=20.0, dp_epochs=20.0, target_epsilon=8.0, delta=1e-5)
+    # More canaries memorise less per canary with a rank-8 adapter on the tiny model (measured, non-DP, 95%:
+    # 256 canaries / 64 records / batch 32 / 20 epochs gave 0.83, AUC 0.72; 128 / 16 / 16 / 24 gave 1.91, AUC 0.91).
+    return dict(dataset_size=16, n_canaries=128, canary_length=32, batch_size=16, learning_rate=4e-3, rank=8,
+                epochs=24.0, dp_epochs=24.0, target_epsilon=8.0, delta=1e-5)
 
 
 def notebook_config(settings: dict[str, Any], *, dp: bool):
