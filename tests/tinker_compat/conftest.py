@@ -38,8 +38,8 @@ POLICY = {
 class Server:
     """`tinker-nb serve` as a subprocess; its log goes to a file (a full pipe would stall the server)."""
 
-    def __init__(self, workspace: Path, env: dict) -> None:
-        self.workspace, self.env = workspace, env
+    def __init__(self, workspace: Path, env: dict, *extra: str) -> None:
+        self.workspace, self.env, self.extra = workspace, env, extra
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.base_url = self.url + "/tinker"
@@ -52,7 +52,7 @@ class Server:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "tinker_nb.cli", "serve", "--workspace",
                                       str(self.workspace), "--host", "127.0.0.1", "--port", str(self.port),
-                                      "--max-clients", "16"],
+                                      "--max-clients", "16", *self.extra],
                                      env=self.env, stdout=subprocess.DEVNULL, stderr=self._log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -81,14 +81,18 @@ class Server:
 
 
 @pytest.fixture(scope="package")
-def served(tmp_path_factory):
-    """(Server, {tenant: api_key}) with the policy above; the server is stopped afterwards."""
+def served(tmp_path_factory, tiny_model):
+    """(Server, {tenant: api_key}) with the policy above; the server is stopped afterwards.
+
+    It serves the embedded model and, as a local folder, the session's tiny test model (``srv.local_model``).
+    """
     ws = tmp_path_factory.mktemp("tinker_compat") / "ws"
     env = server_env(secrets.token_hex(32))
     env["TINKER_TELEMETRY"] = "0"
     keys = {t: create_key(env, ws, t)["api_key"] for t in TENANTS}
     (ws / "tinker_policy.json").write_text(json.dumps(POLICY))
-    srv = Server(ws, env).start()
+    srv = Server(ws, env, "--allow-model", BASE_MODEL, "--allow-model", tiny_model).start()
+    srv.local_model = tiny_model
     try:
         yield srv, keys
     finally:

@@ -271,3 +271,17 @@ def test_sampling_sessions_share_memory_and_reload(served, service):
              for s in samplers]
     again = samplers[0].sample(prompt=prompt, num_samples=1, sampling_params=params).result().sequences[0].tokens
     assert again == first[0] == first[2]  # greedy, same base weights: the reloaded sampler answers the same
+
+
+def test_local_model_folder_as_base_model(served, service):
+    """A local Hugging Face folder the operator allows (--allow-model PATH) trains and samples like the embedded one."""
+    srv, _ = served
+    sc = service("plain")
+    tc = resolved(sc.create_lora_training_client(base_model=srv.local_model, rank=2))
+    assert tc.get_info().model_data.tokenizer_id == srv.local_model
+    tok = tc.get_tokenizer()
+    out = tc.forward_backward([datum(tok, "the cat sat on the mat")], "cross_entropy").result()
+    assert out.loss_fn_outputs[0]["logprobs"].to_numpy().shape[0] == len(tok.encode("the cat sat on the mat")) - 1
+    assert tc.optim_step(types.AdamParams(learning_rate=1e-3)).result().metrics["step"] == 1.0
+    with pytest.raises(tinker.RequestFailedError, match="not served here"):
+        resolved(sc.create_lora_training_client(base_model=srv.local_model + "-elsewhere", rank=2))

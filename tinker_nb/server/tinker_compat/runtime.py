@@ -313,7 +313,8 @@ class TinkerCompat:
         with self._lock:
             loaded = [x for x in self.samplers.values() if x.session_id == sp.session_id and x is not sp
                       and not x.closed and x.tc is not None]
-        waits = []
+        # Unloads are queued on the victims' workers and not waited for: a victim may itself be loading and
+        # unloading this sampler (two workers waiting on each other would deadlock).
         while len(loaded) >= MAX_LOADED_SAMPLERS:
             victim = min(loaded, key=lambda x: x.last_used)
             loaded.remove(victim)
@@ -327,8 +328,6 @@ class TinkerCompat:
                         v.tc = None
 
             victim.worker.submit(e, unload)
-            waits.append(e.fut)
-        cf.wait(waits, timeout=120)
         self.check_capacity()
         tc = self.open_training_client(sp.tenant, sp.config)
         try:
