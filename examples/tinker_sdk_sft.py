@@ -102,6 +102,7 @@ def train(base_url: str, api_key: str, *, steps: int, batch: int) -> None:
               f"ε={m.get('dp_epsilon', float('inf')):.2f} (δ={m.get('dp_delta')}, σ={m.get('dp_noise_multiplier')}, "
               f"caller-supplied accounting={bool(m.get('dp_accounting_caller_supplied'))})")
     dt = time.perf_counter() - t0
+    print("(ε grows when a record takes part again: steps 3-4 reuse the records of steps 1-2)")
     print(f"{steps} steps of {batch} datums in {dt:.2f} s ({dt / steps * 1000:.0f} ms per step over HTTP)")
 
     state = training.save_state("final").result()
@@ -110,7 +111,8 @@ def train(base_url: str, api_key: str, *, steps: int, batch: int) -> None:
     prompt = types.ModelInput.from_ints(tok.encode("Summarise ticket 1: the printer on floor two is broken again."))
     res = sampler.sample(prompt=prompt, num_samples=1,
                          sampling_params=types.SamplingParams(max_tokens=12, temperature=0.0)).result()
-    print("sample:", repr(tok.decode(res.sequences[0].tokens)))
+    seq = res.sequences[0]
+    print(f"sample ({len(seq.tokens)} tokens, {seq.stop_reason}):", repr(tok.decode(seq.tokens, skip_special_tokens=True)))
     service.close("success").result()
 
 
