@@ -112,7 +112,8 @@ def train(base_url: str, api_key: str, *, steps: int, batch: int) -> None:
     res = sampler.sample(prompt=prompt, num_samples=1,
                          sampling_params=types.SamplingParams(max_tokens=12, temperature=0.0)).result()
     seq = res.sequences[0]
-    print(f"sample ({len(seq.tokens)} tokens, {seq.stop_reason}):", repr(tok.decode(seq.tokens, skip_special_tokens=True)))
+    text = tok.decode(seq.tokens, skip_special_tokens=True)
+    print(f"sample ({len(seq.tokens)} tokens, {seq.stop_reason}): {text!r}")
     service.close("success").result()
 
 
