@@ -72,7 +72,10 @@ def test_tinker_datum_objects_are_accepted(nondp):
 
     ids = nondp.tokenizer("the cat sat on the mat")["input_ids"]
     r = nondp.forward_backward([Datum(ids)])
-    assert r.tokens == len(ids) - 2
+    assert r.tokens == len(ids) - 1  # every target token, the last one included
+    nondp.acc.reset()
+    same = nondp.forward_backward({"input_ids": [ids]})  # the same next-token task in the HF convention
+    assert same.tokens == r.tokens and abs(same.loss_sum - r.loss_sum) < 1e-4 * max(1.0, abs(r.loss_sum))
     nondp.acc.reset()
 
 

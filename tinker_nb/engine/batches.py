@@ -95,13 +95,16 @@ def _datum_fields(item: Any) -> dict:
         w = lfi.get("weights")
         tgt = list(tgt.tolist() if hasattr(tgt, "tolist") else tgt) if tgt is not None else None
         w = list(w.tolist() if hasattr(w, "tolist") else w) if w is not None else None
-        # Tinker targets are already next-token aligned: labels[t] predicts from position t.
-        # Convert to HF convention (labels aligned with inputs, shifted in the loss): prepend one ignore.
+        # Tinker targets are next-token aligned: target_tokens[t] is predicted at position t. In the HF
+        # convention (labels aligned with inputs, shifted inside the loss) the target of the last position
+        # needs one more input slot: append it to the inputs (causal: it changes no earlier prediction) and
+        # prepend one ignored label, so every target token, the last one included, is trained.
         if tgt is not None:
+            if len(tgt) != len(ids):
+                raise DataError(f"a Datum's target_tokens ({len(tgt)}) must have one entry per input token ({len(ids)}).")
             labels = [IGNORE_INDEX] + [
-                int(t) if (w is None or float(w[i]) > 0) else IGNORE_INDEX for i, t in enumerate(tgt)
-            ][: len(ids) - 1]
-            return {"input_ids": ids, "labels": labels}
+                int(t) if (w is None or float(w[i]) > 0) else IGNORE_INDEX for i, t in enumerate(tgt)]
+            return {"input_ids": ids + [int(tgt[-1])] if tgt else ids, "labels": labels[: len(ids) + 1]}
         return {"input_ids": ids}
     raise DataError(f"batch items must be dicts or Tinker Datum objects, got {type(item).__name__}.")
 
