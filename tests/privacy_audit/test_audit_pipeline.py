@@ -16,7 +16,7 @@ class _Tok:
     """Just enough of a tokenizer for random-token canaries."""
 
     bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
-    all_special_ids = [0, 1, 2]
+    all_special_ids = (0, 1, 2)
 
     def __len__(self):
         return 500
@@ -108,7 +108,7 @@ def test_runs_not_from_library_draws_are_refused_and_coins_stay_sealed():
     tc = FakeClient(signal=5.0)
     a.records(["a"])
     tc.attach_dataset(["other", "data"])
-    with pytest.raises(StateError, match="audit.records"):
+    with pytest.raises(StateError, match=r"audit\.records"):
         a.finish(tc)
 
 

@@ -21,9 +21,22 @@ from .stats import (
 )
 
 __all__ = [
-    "Canary", "CanarySet", "SealedCoins", "OneRunBound", "auc", "ceiling_epsilon", "epsilon_lower_bound",
-    "exposure_extrapolation", "exposure_interpolation", "one_run_audit", "one_run_p_value", "roc", "tpr_at_fpr",
-    "audit_privacy", "PrivacyAudit", "PrivacyAuditResult",
+    "Canary",
+    "CanarySet",
+    "OneRunBound",
+    "PrivacyAudit",
+    "PrivacyAuditResult",
+    "SealedCoins",
+    "auc",
+    "audit_privacy",
+    "ceiling_epsilon",
+    "epsilon_lower_bound",
+    "exposure_extrapolation",
+    "exposure_interpolation",
+    "one_run_audit",
+    "one_run_p_value",
+    "roc",
+    "tpr_at_fpr",
 ]
 
 _LAZY = {"audit_privacy", "PrivacyAudit", "PrivacyAuditResult"}

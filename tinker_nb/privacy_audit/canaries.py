@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, StateError
 
-__all__ = ["Canary", "CanarySet", "SealedCoins", "IGNORE_INDEX", "DEFAULT_TEMPLATE"]
+__all__ = ["DEFAULT_TEMPLATE", "IGNORE_INDEX", "Canary", "CanarySet", "SealedCoins"]
 
 IGNORE_INDEX = -100
 DEFAULT_TEMPLATE = "my account number is {secret}"
@@ -90,7 +90,7 @@ class CanarySet:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def random_tokens(cls, n: int, *, tokenizer: Any, length: int = 16, seed: int | None = None) -> "CanarySet":
+    def random_tokens(cls, n: int, *, tokenizer: Any, length: int = 16, seed: int | None = None) -> CanarySet:
         """``n`` canaries of ``length`` uniformly random non-special tokens after ``<s>``."""
         n = _count(n)
         if isinstance(length, bool) or not isinstance(length, int) or length < 1:
@@ -119,7 +119,7 @@ class CanarySet:
 
     @classmethod
     def templated(cls, n: int, *, tokenizer: Any, template: str = DEFAULT_TEMPLATE, digits: int = 6,
-                  seed: int | None = None) -> "CanarySet":
+                  seed: int | None = None) -> CanarySet:
         """``n`` templated secrets ``template.format(secret=<digits random digits>)``, one token per digit."""
         n = _count(n)
         if not isinstance(template, str) or template.count("{secret}") != 1 or not template.endswith("{secret}"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["notebook_settings", "notebook_config"]
+__all__ = ["notebook_config", "notebook_settings"]
 
 
 def notebook_settings(fast: bool) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import html
 import math
+import secrets
 import tempfile
 import time
 import warnings
@@ -37,7 +38,7 @@ from ..errors import BudgetExceededError, ConfigError, DataError, StateError
 from . import stats
 from .canaries import KINDS, CanarySet, SealedCoins
 
-__all__ = ["audit_privacy", "PrivacyAudit", "PrivacyAuditResult", "DEFAULT_DELTA_NON_DP"]
+__all__ = ["DEFAULT_DELTA_NON_DP", "PrivacyAudit", "PrivacyAuditResult", "audit_privacy"]
 
 DEFAULT_DELTA_NON_DP = 1e-5
 _FORWARD_CHUNK = 64
@@ -189,7 +190,8 @@ class PrivacyAuditResult:
         return fig
 
     def _repr_html_(self) -> str:
-        rep = "∞ (no DP)" if not self.dp_enabled else f"{self.epsilon_reported:.3f} <small>({html.escape(str(self.accountant))})</small>"
+        acct = html.escape(str(self.accountant))
+        rep = "∞ (no DP)" if not self.dp_enabled else f"{self.epsilon_reported:.3f} <small>({acct})</small>"
         warn = "" if self.accounting_valid or not self.dp_enabled else \
             "<p style='color:#b00'>The run's accounting is marked invalid; see notes.</p>"
         tpr = self.tpr_at_fpr.get("0.01", {})
@@ -242,11 +244,10 @@ class PrivacyAudit:
         if (k_pos is None) != (k_neg is None):
             raise ConfigError("give both k_pos and k_neg, or neither (a Bonferroni grid is then used).")
         if k_pos is not None:
-            stats._int("k_pos", k_pos)
-            stats._int("k_neg", k_neg)
-            if k_pos + k_neg == 0 or k_pos + k_neg > m_aud:
+            kp, kn = stats._int("k_pos", k_pos), stats._int("k_neg", k_neg)
+            if kp + kn == 0 or kp + kn > m_aud:
                 raise ConfigError(f"k_pos + k_neg must be 1..{m_aud} (the audited canaries).")
-            self.grid = [(int(k_pos), int(k_neg))]
+            self.grid = [(kp, kn)]
             self._explicit_k = True
         else:
             self._explicit_k = False
@@ -264,7 +265,7 @@ class PrivacyAudit:
 
     @classmethod
     def for_client(cls, tc: Any, n_canaries: int = 256, *, kind: str = "random", length: int | None = None,
-                   template: str | None = None, seed: int | None = None, **kwargs: Any) -> "PrivacyAudit":
+                   template: str | None = None, seed: int | None = None, **kwargs: Any) -> PrivacyAudit:
         """Canaries made with ``tc``'s tokenizer (random tokens, or templated secrets for ``kind='template'``)."""
         canaries = make_canaries(_tokenizer_of(tc), n_canaries, kind=kind, length=length, template=template, seed=seed)
         return cls(canaries, seed=seed, **kwargs)
@@ -324,7 +325,8 @@ class PrivacyAudit:
         included = self.coins.reveal(scores_fixed=True)
         audited = self.coins.audited
         dp = bool(metrics.dp_enabled)
-        delta = self.delta if self.delta is not None else (metrics.delta if dp and metrics.delta else DEFAULT_DELTA_NON_DP)
+        delta = self.delta if self.delta is not None else \
+            (metrics.delta if dp and metrics.delta else DEFAULT_DELTA_NON_DP)
         rng = np.random.default_rng(None if self.seed is None else self.seed + 3)
         m_aud = int(audited.sum())
         grid = self.grid if self._explicit_k else stats.prune_grid(m_aud, self.grid, delta=delta,
@@ -412,7 +414,7 @@ def make_canaries(tokenizer: Any, n: int, *, kind: str = "random", length: int |
 def _stand_in(n: int, seed: int | None) -> list[str]:
     from ..engine.demo_data import demo_records
 
-    return demo_records(n, seed=(seed if seed is not None else int(np.random.SeedSequence().entropy % 2**31)) + 7)
+    return demo_records(n, seed=(seed if seed is not None else secrets.randbits(31)) + 7)
 
 
 def audit_privacy(config: TrainingConfig, data: Sequence[Any] | None = None, *, dataset_size: int | None = None,

@@ -23,15 +23,27 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats as _st
 from scipy.special import expit
 
 from ..errors import ConfigError, DataError
 
 __all__ = [
-    "one_run_p_value", "epsilon_lower_bound", "guesses_top_bottom", "count_correct", "default_guess_grid",
-    "OneRunBound", "one_run_audit", "roc", "auc", "tpr_at_fpr", "exposure_interpolation",
-    "exposure_extrapolation", "ceiling_epsilon", "prune_grid",
+    "OneRunBound",
+    "auc",
+    "ceiling_epsilon",
+    "count_correct",
+    "default_guess_grid",
+    "epsilon_lower_bound",
+    "exposure_extrapolation",
+    "exposure_interpolation",
+    "guesses_top_bottom",
+    "one_run_audit",
+    "one_run_p_value",
+    "prune_grid",
+    "roc",
+    "tpr_at_fpr",
 ]
 
 _BISECTION_STEPS = 60  # the paper's code uses 30; 60 halvings of a unit interval are below float resolution
@@ -139,7 +151,7 @@ def ceiling_epsilon(m: int, r: int, *, delta: float = 0.0, confidence: float = 0
 
 
 # ----------------------------------------------------------------------------- guesses
-def guesses_top_bottom(scores: Sequence[float], k_pos: int, k_neg: int, *,
+def guesses_top_bottom(scores: npt.ArrayLike, k_pos: int, k_neg: int, *,
                        rng: np.random.Generator | int | None = None) -> np.ndarray:
     """T in {-1, 0, +1}: +1 for the ``k_pos`` highest scores, -1 for the ``k_neg`` lowest, 0 (abstain) else.
 
@@ -162,7 +174,7 @@ def guesses_top_bottom(scores: Sequence[float], k_pos: int, k_neg: int, *,
     return t
 
 
-def count_correct(guesses: Sequence[int], included: Sequence[bool]) -> tuple[int, int]:
+def count_correct(guesses: npt.ArrayLike, included: npt.ArrayLike) -> tuple[int, int]:
     """(r, v): number of non-abstaining guesses and of correct ones, v = Σ max(0, T_i·S_i)."""
     t = np.asarray(guesses)
     s = _labels(included, t.size)
@@ -182,8 +194,8 @@ def default_guess_grid(m: int, inclusion_prob: float = 0.5,
     for f in fractions:
         if not 0 < f <= 1:
             raise ConfigError(f"guess fractions must be in (0, 1], got {f!r}.")
-        r = max(1, int(round(f * m)))
-        kp = int(round(r * inclusion_prob))
+        r = max(1, round(f * m))
+        kp = round(r * inclusion_prob)
         kn = r - kp
         if kp == 0 and r >= 2:
             kp, kn = 1, r - 1
@@ -202,7 +214,7 @@ def prune_grid(m: int, grid: Sequence[tuple[int, int]], *, delta: float = 0.0,
     design in advance. Iterates because fewer choices mean a milder Bonferroni correction.
     """
     beta = 1.0 - _confidence(confidence)
-    g = [tuple(x) for x in grid]
+    g = [(int(a), int(b)) for a, b in grid]
     while True:
         keep = [(a, b) for a, b in g
                 if epsilon_lower_bound(m, a + b, a + b, delta=delta, confidence=1 - beta / len(g)) > 0]
@@ -238,7 +250,7 @@ class OneRunBound:
         return asdict(self)
 
 
-def one_run_audit(scores: Sequence[float], included: Sequence[bool], *, delta: float = 0.0,
+def one_run_audit(scores: npt.ArrayLike, included: npt.ArrayLike, *, delta: float = 0.0,
                   confidence: float = 0.95, k_pos: int | None = None, k_neg: int | None = None,
                   grid: Sequence[tuple[int, int]] | None = None,
                   rng: np.random.Generator | int | None = None) -> OneRunBound:
@@ -294,7 +306,7 @@ def one_run_audit(scores: Sequence[float], included: Sequence[bool], *, delta: f
 
 
 # ----------------------------------------------------------------------------- membership-inference view
-def roc(scores: Sequence[float], included: Sequence[bool]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc(scores: npt.ArrayLike, included: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds) of the rule "included iff score >= τ", τ over every distinct score (descending).
 
     Starts at (0, 0) with τ = +inf and ends at (1, 1).
@@ -315,7 +327,7 @@ def roc(scores: Sequence[float], included: Sequence[bool]) -> tuple[np.ndarray, 
     return fpr, tpr, thr
 
 
-def auc(scores: Sequence[float], included: Sequence[bool]) -> float:
+def auc(scores: npt.ArrayLike, included: npt.ArrayLike) -> float:
     """Area under the ROC curve = P[score(in) > score(out)] + ½·P[tie] (Mann–Whitney)."""
     s = _scores(scores)
     inc = _labels(included, s.size)
@@ -326,7 +338,7 @@ def auc(scores: Sequence[float], included: Sequence[bool]) -> float:
     return float((ranks[inc].sum() - n_in * (n_in + 1) / 2) / (n_in * n_out))
 
 
-def tpr_at_fpr(scores: Sequence[float], included: Sequence[bool], fpr: float) -> dict[str, Any]:
+def tpr_at_fpr(scores: npt.ArrayLike, included: npt.ArrayLike, fpr: float) -> dict[str, Any]:
     """The best TPR among thresholds whose FPR is <= ``fpr`` (no interpolation), and whether it is measurable.
 
     With n excluded canaries FPR moves in steps of 1/n, so a target below 1/n is not measurable
@@ -353,7 +365,7 @@ def _log_perplexities(x: Any, name: str) -> np.ndarray:
     return a
 
 
-def exposure_interpolation(canary_log_ppl: Sequence[float] | float, reference_log_ppl: Sequence[float]) -> np.ndarray:
+def exposure_interpolation(canary_log_ppl: npt.ArrayLike, reference_log_ppl: npt.ArrayLike) -> np.ndarray:
     """Exposure by rank among N never-inserted references: log2 N − log2 rank, rank = 1 + #{ref <= canary}.
 
     Ties count the reference first (conservative). Resolution: at most log2 N bits; a never-inserted secret
@@ -365,7 +377,7 @@ def exposure_interpolation(canary_log_ppl: Sequence[float] | float, reference_lo
     return np.log2(ref.size) - np.log2(rank)
 
 
-def exposure_extrapolation(canary_log_ppl: Sequence[float] | float, reference_log_ppl: Sequence[float]) -> np.ndarray:
+def exposure_extrapolation(canary_log_ppl: npt.ArrayLike, reference_log_ppl: npt.ArrayLike) -> np.ndarray:
     """Exposure −log2 F(canary) with F a skew-normal fitted to the references (resolves beyond log2 N)."""
     c = _log_perplexities(canary_log_ppl, "canary_log_ppl")
     ref = _log_perplexities(reference_log_ppl, "reference_log_ppl")
