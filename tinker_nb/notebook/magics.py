@@ -217,9 +217,10 @@ class TinkerMagics(Magics):
                                   canary_kind=args.kind)
         try:
             if args.real_data:
-                if args.real_data not in self.shell.user_ns:
+                ns = self.shell.user_ns if self.shell is not None else {}
+                if args.real_data not in ns:
                     raise UsageError(f"--real-data {args.real_data!r} is not a variable in this notebook.")
-                kw.update(data=self.shell.user_ns[args.real_data], on_real_data=True, service=tc.service)
+                kw.update(data=ns[args.real_data], on_real_data=True, service=tc.service)
             else:
                 size = args.dataset_size or tc.get_dp_metrics().dataset_size
                 if not size:
