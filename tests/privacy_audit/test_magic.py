@@ -38,3 +38,19 @@ def test_audit_privacy_magic(shell):
     res = ip.run_line_magic("tinker", "--client audit_tc audit-privacy --dataset-size 8 --canaries 16 --steps 3")
     assert isinstance(res, PrivacyAuditResult) and res.stand_in and res.n_canaries == 16 and res.steps == 3
     assert len(tc.audit_log().to_pandas()) == ledger_before  # the stand-in run leaves the user's ledger alone
+
+
+def test_audit_privacy_magic_on_real_data_is_charged_to_the_workspace(shell):
+    from IPython.core.error import UsageError
+
+    from tinker_nb.engine.demo_data import demo_records
+
+    ip, tc = shell
+    with pytest.raises(UsageError, match="not a variable"):
+        ip.run_line_magic("tinker", "--client audit_tc audit-privacy --real-data nope")
+    ip.user_ns["my_records"] = demo_records(8)
+    before = len(tc.audit_log().to_pandas())
+    res = ip.run_line_magic("tinker", "--client audit_tc audit-privacy --real-data my_records --canaries 8 --steps 2")
+    ip.user_ns.pop("my_records")
+    assert not res.stand_in and res.dataset_size == 16 and any("charged" in n for n in res.notes)
+    assert len(tc.audit_log().to_pandas()) > before  # the real-data run is in the user's ledger
