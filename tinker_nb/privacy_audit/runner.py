@@ -466,7 +466,10 @@ def audit_privacy(config: TrainingConfig, data: Sequence[Any] | None = None, *, 
     notes: list[str] = []
     if on_real_data:
         svc = service or ServiceClient(workspace=workspace, tenant=config.tenant)
-        notes.append("trained on the real data: this run's ε is charged to that data set's budget.")
+        notes.append("trained on the real data: this run's ε is charged in the workspace. The library keys budgets by "
+                     "the attached data set's digest, and the attached set is your data plus the canary slots, so the "
+                     "charge lands on that combined set's pool, not on your data's own pool: count this run against "
+                     "your data's budget yourself until the library can charge it there.")
     else:
         if service is not None or workspace is not None:
             raise ConfigError("service/workspace apply to on_real_data=True; the stand-in run uses a temporary "
