@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import math
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,15 +60,28 @@ class _QuietConvergence(logging.Filter):
 _QUIET = _QuietConvergence()
 
 
+_QUIET_LOCK = threading.Lock()
+_QUIET_DEPTH = 0
+
+
 @contextlib.contextmanager
 def quiet_absl() -> Iterator[None]:
-    """Hide dp_accounting's per-order convergence messages while we call it (nothing global stays installed)."""
+    """Hide dp_accounting's per-order convergence messages while we call it (nothing global stays installed).
+
+    Reference-counted across threads and nesting: the filter stays while any caller is inside.
+    """
+    global _QUIET_DEPTH
     log = logging.getLogger("absl")
-    log.addFilter(_QUIET)
+    with _QUIET_LOCK:
+        _QUIET_DEPTH += 1
+        log.addFilter(_QUIET)
     try:
         yield
     finally:
-        log.removeFilter(_QUIET)
+        with _QUIET_LOCK:
+            _QUIET_DEPTH -= 1
+            if _QUIET_DEPTH == 0:
+                log.removeFilter(_QUIET)
 
 
 def accountant_version() -> str:

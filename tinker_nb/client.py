@@ -263,14 +263,16 @@ class TrainingClient:
         return self._session.tokenizer
 
     # -- data ---------------------------------------------------------------------------------------
-    def attach_dataset(self, records: Any) -> dict[str, Any]:
+    def attach_dataset(self, records: Any, *, charge_also: Any = None) -> dict[str, Any]:
         """Hold the private data set; the library then draws Poisson batches and charges its budget.
 
         Records: strings, ``{"prompt", "completion"}`` or ``{"messages": [...]}`` dicts, tokenised dicts, a
         pandas Series/DataFrame, a JSONL/CSV/TXT path or a Hugging Face ``datasets`` object.
+        ``charge_also``: records contained in ``records`` whose own data-set budget every step charges too
+        (e.g. your data inside a privacy-audit run that adds canaries).
         """
         self._check_open()
-        return self._worker.call("attach_dataset", self._session.attach_dataset, records)
+        return self._worker.call("attach_dataset", self._session.attach_dataset, records, charge_also=charge_also)
 
     def poisson_batches(self, *, epochs: float | None = None, steps: int | None = None) -> Iterator["Draw"]:
         """Draw handles for ``steps`` steps (or ``epochs`` expected passes); pass each to forward_backward once.

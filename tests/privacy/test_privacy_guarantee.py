@@ -437,3 +437,20 @@ def test_a_non_dp_client_on_the_same_data_makes_its_epsilon_unbounded(tiny_model
     assert not (tmp_path / "m.tgsp").exists()
     for tc in (dp_client, plain, late):
         tc.close()
+
+
+def test_a_superset_run_also_charges_the_subsets_own_budget(tiny_model, tmp_path):
+    """An audit on real data attaches data + canaries: every step must also be charged to the data's own pool."""
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    subset = RECORDS[:30]
+    tc = svc.create_training_client(_cfg(tiny_model))
+    tc.attach_dataset(RECORDS, charge_also=subset)
+    for d in tc.poisson_batches(steps=2):
+        _step(tc, d)
+    other = svc.create_training_client(_cfg(tiny_model, batch_size=3))
+    other.attach_dataset(subset)
+    assert other.get_dp_metrics().dataset_steps == 2  # the subset's own pool holds both steps
+    with pytest.raises(DataError, match="charge_also"):
+        svc.create_training_client(_cfg(tiny_model)).attach_dataset(RECORDS[:10], charge_also=["not in it"])
+    tc.close()
+    other.close()

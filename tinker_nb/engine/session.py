@@ -158,10 +158,12 @@ class TrainingSession:
         return {"input_ids": ids, "labels": labels} if labels != ids else {"input_ids": ids}
 
     # ------------------------------------------------------------------ data and sampling
-    def attach_dataset(self, records: Any) -> dict[str, Any]:
+    def attach_dataset(self, records: Any, *, charge_also: Any = None) -> dict[str, Any]:
         """Tokenise and hold the private data set; sampling (q = batch_size / N) becomes the library's.
 
         The data set's budget is the workspace's: a data set whose budget is spent is refused.
+        ``charge_also``: record collections contained in ``records`` (for instance your data inside an audit
+        run that adds canaries); every Poisson step is charged to their own budgets as well.
         """
         self.check_open()
         if self.source is not None:
@@ -176,11 +178,25 @@ class TrainingSession:
             raise ConfigError(f"batch_size {self.config.batch_size} is larger than the data set ({n} records); "
                               "lower batch_size or attach more data.")
         source = DataSource(examples, sample_rate=self.config.batch_size / n, coins=self._coins)
+        extra: list[str] = []
+        if charge_also is not None:
+            from ..privacy import dataset_pool
+            from .data_source import dataset_digest
+
+            subsets = [charge_also] if not isinstance(charge_also, (list, tuple)) or (
+                charge_also and not isinstance(charge_also[0], (list, tuple))) else list(charge_also)
+            have = {tuple(e["input_ids"]) + tuple(e.get("labels", ())) for e in examples}
+            for sub in subsets:
+                sub_ex = [self._encode_record(i, r) for i, r in enumerate(normalize_records(sub))]
+                if not sub_ex or any(tuple(e["input_ids"]) + tuple(e.get("labels", ())) not in have for e in sub_ex):
+                    raise DataError("charge_also must hold records that are all part of the attached records.")
+                extra.append(dataset_pool(dataset_digest(sub_ex)))
         info = self.accountant.bind_dataset(digest=source.digest, size=n)  # may refuse: nothing changed
+        self.accountant.extra_pools = extra
         self.source = source
         info = {"records": n, "sample_rate": source.sample_rate, "noise_multiplier": self.accountant.sigma,
                 "max_steps": info.get("max_steps"), "dataset_sha256": source.digest,
-                "dataset_epsilon": info.get("dataset_epsilon", 0.0)}
+                "dataset_epsilon": info.get("dataset_epsilon", 0.0), "also_charged": len(extra)}
         self._audit("attach_dataset", run_record.audit_params("attach_dataset", dataset_sha256=source.digest, n=n), info)
         self.events.publish("dataset", info)
         return info

@@ -182,6 +182,7 @@ class PrivacyAccountant:
         self._rdp = _Rdp()
         self._headroom: tuple[Composition, int] | None = None  # (base composition, steps of (σ, q) that fit)
         self._live: _LivePLD | None = None
+        self.extra_pools: list[str] = []  # subsets of the attached data set: every Poisson step is theirs too
         self._exact: dict[tuple[Any, ...], accounting.EpsilonReport] = {}
 
     # ---------------------------------------------------------------- setup
@@ -283,6 +284,18 @@ class PrivacyAccountant:
                 accountant=self.accountant_name, prior=list(cur.poisson), prior_mu2=cur.gaussian_mu2)
             self._headroom = (cur, room)
 
+    def _admit_exact(self, cur: Composition, prop: Composition) -> None:
+        """Budget check without the per-pool headroom cache (for the extra pools of a superset run)."""
+        if self.target is None or self.dp is None:
+            return
+        if prop.unprotected_steps:
+            self._refuse(cur, prop)
+        if self._rdp.epsilon(prop, self.dp.target_delta) <= self.target:
+            return
+        rep = self._report(prop)
+        if rep.epsilon > self.target:
+            self._refuse(cur, prop, rep)
+
     def _refuse(self, cur: Composition, prop: Composition, rep: accounting.EpsilonReport | None = None) -> None:
         assert self.dp is not None and self.target is not None
         rep = rep or self._report(prop)
@@ -316,6 +329,11 @@ class PrivacyAccountant:
         assert self.sigma is not None
         comp = self.odometer.charge(self.tenant, self.pool, self.client_id, poisson=(self.sigma, self.sample_rate),
                                     admit=self._admit)
+        for extra in self.extra_pools:
+            # A record of a subset joins each Poisson step of the superset with the same rate q: the same
+            # mechanism, charged to the subset's own pool (its budget is checked too; the main charge stands).
+            self.odometer.charge(self.tenant, extra, self.client_id, poisson=(self.sigma, self.sample_rate),
+                                 admit=self._admit_exact)
         self.own = self.own.add_poisson(self.sigma, self.sample_rate)
         self._pending = kind
         return StepCharge(kind, self.pool, comp)

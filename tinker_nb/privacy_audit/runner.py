@@ -466,10 +466,8 @@ def audit_privacy(config: TrainingConfig, data: Sequence[Any] | None = None, *, 
     notes: list[str] = []
     if on_real_data:
         svc = service or ServiceClient(workspace=workspace, tenant=config.tenant)
-        notes.append("trained on the real data: this run's ε is charged in the workspace. The library keys budgets by "
-                     "the attached data set's digest, and the attached set is your data plus the canary slots, so the "
-                     "charge lands on that combined set's pool, not on your data's own pool: count this run against "
-                     "your data's budget yourself until the library can charge it there.")
+        notes.append("trained on the real data: every step is charged to your data set's own budget (and to the "
+                     "combined set of your data plus the canary slots that was attached).")
     else:
         if service is not None or workspace is not None:
             raise ConfigError("service/workspace apply to on_real_data=True; the stand-in run uses a temporary "
@@ -490,7 +488,10 @@ def audit_privacy(config: TrainingConfig, data: Sequence[Any] | None = None, *, 
         if relative_to_base:
             audit.score_base(tc)
         t2 = time.perf_counter()
-        tc.attach_dataset(records)
+        if on_real_data:
+            tc.attach_dataset(records, charge_also=records_src)
+        else:
+            tc.attach_dataset(records)
         dp = config.dp_config is not None
         draws = tc.poisson_batches(steps=steps) if steps is not None else \
             tc.poisson_batches(epochs=epochs if epochs is not None else config.epochs)
