@@ -18,14 +18,14 @@ import tempfile
 import time
 from typing import Any
 
-__all__ = ["DEMO", "PROMPTS", "SAMPLING", "demo_split", "heldout_loss", "main"]
+__all__ = ["DEMO", "PROMPTS", "SAMPLING", "demo_split", "heldout_loss", "dp_config_for", "main"]
 
 #: The tuned demo run: the after-samples read like the private notes at ε = 8 (see docs/NOTEBOOK.md).
 DEMO: dict[str, Any] = {
-    "records": 2000,       # private training records (synthetic clinical notes)
+    "records": 8000,       # private training records (synthetic clinical notes)
     "heldout": 200,        # held-out notes from the same generator, never trained on
-    "steps": 200,          # DP optimizer steps
-    "batch": 64,           # expected Poisson batch size (q = batch / records)
+    "steps": 100,          # DP optimizer steps
+    "batch": 256,          # expected Poisson batch size (q = batch / records = 0.032): large batches, less noise per step
     "lr": 1e-2,            # AdamW learning rate of the adapter
     "rank": 8,             # LoRA rank (alpha = 2 * rank), attention and MLP projections
     "epsilon": 8.0,        # target ε at δ = 1e-5
@@ -48,6 +48,17 @@ def demo_split(n_train: int | None = None, n_heldout: int | None = None) -> tupl
     seen = set(train)
     held = [r for r in demo_records(n_heldout * 2 + 50, seed=1) if r not in seen][:n_heldout]
     return train, held
+
+
+def dp_config_for(*, records: int, batch: int, steps: int, epsilon: float, delta: float = 1e-5):
+    """The DPConfig of a planned run, from the budget planner: σ rounded up so every step fits ε."""
+    from . import DPConfig
+    from .notebook.planner import plan
+
+    p = plan(dataset_size=records, batch_size=batch, epochs=steps * batch / records, target_epsilon=epsilon,
+             delta=delta)
+    return DPConfig(noise_multiplier=p.noise_multiplier, max_grad_norm=1.0, target_epsilon=p.target_epsilon,
+                    target_delta=p.delta)
 
 
 def heldout_loss(tc: Any, texts: list[str], *, chunk: int = 50) -> float:
@@ -84,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    from tinker_nb import DPConfig, LoRAConfig, ServiceClient, TrainingConfig
+    from tinker_nb import LoRAConfig, ServiceClient, TrainingConfig
 
     workspace = args.workspace or tempfile.mkdtemp(prefix="tinker-nb-demo-")
     if args.workspace is None:
@@ -96,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     tc = service.create_training_client(TrainingConfig(
         model_ref="tinker-nb/tiny-llama",
         lora_config=LoRAConfig(rank=args.rank, alpha=2 * args.rank),
-        dp_config=DPConfig(target_epsilon=args.epsilon, target_delta=DEMO["delta"], max_grad_norm=1.0),
+        dp_config=dp_config_for(records=len(records), batch=args.batch, steps=args.steps, epsilon=args.epsilon,
+                                delta=DEMO["delta"]),
         batch_size=args.batch, learning_rate=args.lr, epochs=epochs, max_seq_len=DEMO["max_seq_len"]))
     info = tc.attach_dataset(records)
     print(f"tinker_nb demo: {len(records)} private records, q={info['sample_rate']:.3f}, "
-          f"σ calibrated to {info['noise_multiplier']:.3f} for ε={args.epsilon:g} over {args.steps} steps "
+          f"σ={info['noise_multiplier']:.4g} planned for ε={args.epsilon:g} over {args.steps} steps "
           f"(load {time.perf_counter() - t0:.1f}s)", flush=True)
     before = tc.sample(PROMPTS, **SAMPLING)
     h_before = heldout_loss(tc, held) if held else math.nan
