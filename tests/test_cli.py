@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import zipfile
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest

@@ -15,15 +15,28 @@ from .errors import (
     TinkerError,
     TrustError,
 )
-
 from .workspace import Workspace
 
 __version__ = "0.2.0"  # the one place the version lives (pyproject reads it)
 
 __all__ = [
-    "ServiceClient", "TrainingClient", "Workspace", "TrainingConfig", "LoRAConfig", "DPConfig",
-    "TinkerError", "ConfigError", "DataError", "StateError", "BudgetExceededError", "IntegrityError",
-    "KeyAccessError", "SignatureError", "PackageError", "TrustError", "__version__",
+    "BudgetExceededError",
+    "ConfigError",
+    "DPConfig",
+    "DataError",
+    "IntegrityError",
+    "KeyAccessError",
+    "LoRAConfig",
+    "PackageError",
+    "ServiceClient",
+    "SignatureError",
+    "StateError",
+    "TinkerError",
+    "TrainingClient",
+    "TrainingConfig",
+    "TrustError",
+    "Workspace",
+    "__version__",
 ]
 
 

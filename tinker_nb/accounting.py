@@ -286,8 +286,8 @@ def calibrate_noise_multiplier(
     if steps < 1:
         raise ConfigError(f"steps must be >= 1 to calibrate noise, got {steps!r}.")
 
-    def eps(sigma: float) -> float:
-        return epsilon([(sigma, sample_rate, steps)], delta=delta, accountant=accountant)
+    def eps(sigma: float) -> float:  # the ε the budget will enforce (report: min of accountant and RDP)
+        return report([(sigma, sample_rate, steps)], delta=delta, accountant=accountant).epsilon
 
     lo, hi = 0.1, 1.0
     while eps(hi) > target_epsilon:

@@ -19,10 +19,18 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import (ConfigError, DataError, IntegrityError, KeyAccessError, PackageError, SignatureError,
-                     TinkerError, TrustError)
+from .errors import (
+    ConfigError,
+    DataError,
+    IntegrityError,
+    KeyAccessError,
+    PackageError,
+    SignatureError,
+    TinkerError,
+    TrustError,
+)
 
-__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_VERIFY", "EXIT_USAGE", "EXIT_KEYS", "EXIT_OTHER"]
+__all__ = ["EXIT_KEYS", "EXIT_OK", "EXIT_OTHER", "EXIT_USAGE", "EXIT_VERIFY", "build_parser", "main"]
 
 EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_KEYS, EXIT_OTHER, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 PASSPHRASE_ENV = "TINKER_NB_PASSPHRASE"
@@ -537,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tinker-nb: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - the CLI promises one line, never a traceback
+    except Exception as exc:  # the CLI promises one line, never a traceback
         if os.environ.get("TINKER_NB_DEBUG") == "1":
             raise
         print(f"tinker-nb: error: {type(exc).__name__}: {_one_line(exc)} (TINKER_NB_DEBUG=1 shows a traceback)",

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .engine.data_source import Draw
     from .types import DPMetrics, ForwardBackwardResult, ForwardResult, OptimStepResult
 
-__all__ = ["ServiceClient", "TrainingClient", "SaveResult", "LoadResult"]
+__all__ = ["LoadResult", "SaveResult", "ServiceClient", "TrainingClient"]
 
 
 def _wants_remote(workspace: Any, base_url: str | None) -> bool:
@@ -118,7 +118,7 @@ class ServiceClient:
 
     # -- clients --------------------------------------------------------------------------------
     def create_training_client(self, config: TrainingConfig | None = None, *, noise_seed: int | None = None,
-                               **overrides: Any) -> "TrainingClient":
+                               **overrides: Any) -> TrainingClient:
         """Load the model, add LoRA, and return a training client (closes none of the earlier ones)."""
         if config is None:
             config = TrainingConfig(**overrides)
@@ -136,7 +136,7 @@ class ServiceClient:
         self._clients.append(weakref.ref(tc))
         return tc
 
-    def training_clients(self) -> list["TrainingClient"]:
+    def training_clients(self) -> list[TrainingClient]:
         """The open training clients this ServiceClient created, oldest first."""
         out = [r() for r in self._clients]
         return [tc for tc in out if tc is not None and not tc.closed]
@@ -181,7 +181,7 @@ class ServiceClient:
         self.ledger.checkpoint()
         return {"tenant": self.tenant, "destroyed": True, "artifacts_unrecoverable": artifacts}
 
-    def __enter__(self) -> "ServiceClient":
+    def __enter__(self) -> ServiceClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -274,7 +274,7 @@ class TrainingClient:
         self._check_open()
         return self._worker.call("attach_dataset", self._session.attach_dataset, records, charge_also=charge_also)
 
-    def poisson_batches(self, *, epochs: float | None = None, steps: int | None = None) -> Iterator["Draw"]:
+    def poisson_batches(self, *, epochs: float | None = None, steps: int | None = None) -> Iterator[Draw]:
         """Draw handles for ``steps`` steps (or ``epochs`` expected passes); pass each to forward_backward once.
 
         Each handle's records are sampled (each joins with rate batch_size/N) when the engine trains on
@@ -289,7 +289,7 @@ class TrainingClient:
         return self._session.planned_steps(epochs)
 
     # -- Tinker primitives --------------------------------------------------------------------------
-    def forward_backward(self, batch: Any) -> TinkerFuture["ForwardBackwardResult"]:
+    def forward_backward(self, batch: Any) -> TinkerFuture[ForwardBackwardResult]:
         """Queue loss + backward + per-example clipping; ``.result()`` gives loss, counts and clip stats.
 
         ``batch`` is a draw of ``poisson_batches()`` (used once) or your own batch (accounted by
@@ -298,12 +298,12 @@ class TrainingClient:
         self._check_open()
         return self._worker.submit("forward_backward", self._session.forward_backward, batch)
 
-    def forward(self, batch: Any) -> "ForwardResult":
+    def forward(self, batch: Any) -> ForwardResult:
         """Per-example summed loss and per-token log-probabilities; no gradients, pending step untouched."""
         self._check_open()
         return self._worker.call("forward", self._session.forward, batch)
 
-    def optim_step(self, *, learning_rate: float | None = None) -> TinkerFuture["OptimStepResult"]:
+    def optim_step(self, *, learning_rate: float | None = None) -> TinkerFuture[OptimStepResult]:
         """Queue the noisy optimizer step of the pending draw (noise once, normalised by the expected batch)."""
         self._check_open()
         return self._worker.submit("optim_step", self._session.optim_step, learning_rate=learning_rate)
@@ -317,7 +317,7 @@ class TrainingClient:
                                  temperature=temperature, top_p=top_p, top_k=top_k, stop=stop, seed=seed,
                                  num_samples=num_samples)
 
-    def get_dp_metrics(self) -> "DPMetrics":
+    def get_dp_metrics(self) -> DPMetrics:
         """ε the data set has spent (every client in the workspace), this client's share, δ, steps, σ, C, q."""
         self._check_open()
         return self._worker.call("get_dp_metrics", self._session.dp_metrics)
@@ -448,7 +448,7 @@ class TrainingClient:
             self.events.clear()
             self.closed = True
 
-    def __enter__(self) -> "TrainingClient":
+    def __enter__(self) -> TrainingClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["LoRAConfig", "DPConfig", "TrainingConfig", "DEFAULT_MODEL_REF", "ACCOUNTANTS"]
+__all__ = ["ACCOUNTANTS", "DEFAULT_MODEL_REF", "DPConfig", "LoRAConfig", "TrainingConfig"]
 
 DEFAULT_MODEL_REF = "tinker-nb/tiny-llama"
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -57,7 +57,7 @@ class LoRAConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LoRAConfig":
+    def from_dict(cls, d: dict[str, Any]) -> LoRAConfig:
         return cls(**{**d, "target_modules": tuple(d.get("target_modules", DEFAULT_TARGET_MODULES))})
 
 
@@ -95,7 +95,7 @@ class DPConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DPConfig":
+    def from_dict(cls, d: dict[str, Any]) -> DPConfig:
         return cls(**d)
 
 
@@ -161,7 +161,7 @@ class TrainingConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainingConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainingConfig:
         d = dict(d)
         d["lora_config"] = LoRAConfig.from_dict(d.get("lora_config") or {})
         d["dp_config"] = DPConfig.from_dict(d["dp_config"]) if d.get("dp_config") else None

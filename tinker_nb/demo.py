@@ -18,7 +18,7 @@ import tempfile
 import time
 from typing import Any
 
-__all__ = ["DEMO", "PROMPTS", "SAMPLING", "demo_split", "heldout_loss", "dp_config_for", "main"]
+__all__ = ["DEMO", "PROMPTS", "SAMPLING", "demo_split", "dp_config_for", "heldout_loss", "main"]
 
 #: The tuned demo run: the after-samples read like the private notes at ε = 8 (see docs/NOTEBOOK.md).
 DEMO: dict[str, Any] = {

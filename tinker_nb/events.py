@@ -49,7 +49,7 @@ class EventBus:
             if want is None or want == kind:
                 try:
                     handler(kind, payload)
-                except Exception:  # noqa: BLE001 - a widget bug must not stop training
+                except Exception:  # a widget bug must not stop training
                     log.exception("event subscriber failed on %r", kind)
 
     def clear(self) -> None:

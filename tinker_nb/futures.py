@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from .errors import StateError, TinkerError
 
-__all__ = ["TinkerFuture", "OrderedWorker", "OperationCancelled"]
+__all__ = ["OperationCancelled", "OrderedWorker", "TinkerFuture"]
 
 T = TypeVar("T")
 _POLL_S = 0.05
@@ -52,7 +52,7 @@ def _same_kind(exc: BaseException, op: str, failed_op: str) -> BaseException:
 class TinkerFuture(Generic[T]):
     """Result of a queued call. ``.result()`` waits and returns the value or raises the call's error."""
 
-    def __init__(self, inner: cf.Future, worker: "OrderedWorker", op: str) -> None:
+    def __init__(self, inner: cf.Future, worker: OrderedWorker, op: str) -> None:
         self._inner = inner
         self._worker = worker
         self.op = op

@@ -35,7 +35,7 @@ from typing import Any
 
 from .errors import DataError
 
-__all__ = ["normalize_records", "normalize_record", "record_kind", "ROLES"]
+__all__ = ["ROLES", "normalize_record", "normalize_records", "record_kind"]
 
 ROLES = ("system", "user", "assistant", "tool")
 _TOKEN_KEYS = ("input_ids", "labels", "attention_mask")

@@ -12,8 +12,15 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-__all__ = ["AttrDict", "ForwardBackwardResult", "ForwardResult", "OptimStepResult", "DPMetrics", "SaveResult",
-           "LoadResult"]
+__all__ = [
+    "AttrDict",
+    "DPMetrics",
+    "ForwardBackwardResult",
+    "ForwardResult",
+    "LoadResult",
+    "OptimStepResult",
+    "SaveResult",
+]
 
 
 def _fmt(v: Any) -> str:

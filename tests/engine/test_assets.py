@@ -6,8 +6,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 from tinker_nb.engine.assets import DEFAULT_MODEL_REF, resolve_model_ref
 from tinker_nb.engine.demo_data import demo_records, story_corpus
 

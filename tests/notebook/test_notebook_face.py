@@ -297,7 +297,7 @@ def test_plan_dp_config_reproduces_the_plan_exactly():
              dict(dataset_size=50_000, batch_size=256, epochs=2, noise_multiplier=0.8123456)]
     for kw in cases:
         p = plan(**kw)
-        cfg = eval(p.dp_config)  # noqa: S307 - the line users copy
+        cfg = eval(p.dp_config)  # the line users copy
         assert cfg.noise_multiplier == p.noise_multiplier and cfg.target_delta == p.delta
         if "target_epsilon" in kw:
             assert cfg.target_epsilon == kw["target_epsilon"]  # never rounded (down or up)

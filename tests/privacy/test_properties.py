@@ -60,11 +60,7 @@ def test_public_calls_never_lower_epsilon_nor_reuse_draws(model, tmp_path_factor
                 saved.append(tc.save_state().artifact_id)
             elif op == "load" and saved:
                 tc.load_state(saved[-1])
-            elif op == "new_client":
-                tc.close()
-                tc = svc.create_training_client(cfg)
-                attached, loop, last_draw = False, None, None
-            elif op == "close":
+            elif op == "new_client" or op == "close":
                 tc.close()
                 tc = svc.create_training_client(cfg)
                 attached, loop, last_draw = False, None, None

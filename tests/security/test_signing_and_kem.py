@@ -6,8 +6,14 @@ import pytest
 
 from tinker_nb.errors import KeyAccessError, SignatureError
 from tinker_nb.security.kem import RecipientIdentity, load_identity, load_recipient, seal
-from tinker_nb.security.signing import (LABEL, MLDSA_SIG, HybridSigner, load_public_key, load_signer,
-                                        message_representative)
+from tinker_nb.security.signing import (
+    LABEL,
+    MLDSA_SIG,
+    HybridSigner,
+    load_public_key,
+    load_signer,
+    message_representative,
+)
 
 CTX = b"tgsp/v1"
 

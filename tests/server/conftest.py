@@ -84,7 +84,7 @@ class LiveServer:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 90.0) -> "LiveServer":
+    def start(self, timeout: float = 90.0) -> LiveServer:
         import httpx
 
         self.proc = subprocess.Popen([sys.executable, "-m", "tinker_nb.cli", "serve", "--workspace",

@@ -268,6 +268,6 @@ def test_remote_classes_override_every_public_method():
     for base, sub in ((ServiceClient, RemoteServiceClient), (TrainingClient, RemoteTrainingClient)):
         names = [n for n, v in vars(base).items() if (callable(v) or isinstance(v, (property, staticmethod,
                  classmethod))) and (not n.startswith("__") or n in ("__init__", "__repr__", "__del__"))]
-        missing = [n for n in names if n not in vars(sub) and n not in inherited_ok and not n.startswith("_")
+        missing = [n for n in names if (n not in vars(sub) and n not in inherited_ok and not n.startswith("_"))
                    or (n in ("__init__", "__repr__", "__del__") and n not in vars(sub))]
         assert not missing, f"{sub.__name__} does not override {missing}"

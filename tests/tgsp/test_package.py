@@ -15,7 +15,14 @@ import pytest
 
 from tinker_nb.errors import ConfigError, IntegrityError, KeyAccessError, PackageError, SignatureError, TrustError
 from tinker_nb.security.signing import HybridSigner
-from tinker_nb.tgsp import export_peft, inspect_package, open_package, package_checkpoint, unseal_adapter, verify_package
+from tinker_nb.tgsp import (
+    export_peft,
+    inspect_package,
+    open_package,
+    package_checkpoint,
+    unseal_adapter,
+    verify_package,
+)
 from tinker_nb.tgsp import format as F
 
 from .helpers import BLOCK_HEAVY, PROMPTS, flip, resign, rewrite

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import DataError
 
-__all__ = ["Batch", "to_batch", "collate", "IGNORE_INDEX"]
+__all__ = ["IGNORE_INDEX", "Batch", "collate", "to_batch"]
 
 IGNORE_INDEX = -100
 _KEYS = {"input_ids", "attention_mask", "labels"}
@@ -38,7 +38,7 @@ class Batch:
     def size(self) -> int:
         return int(self.input_ids.shape[0])
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
 
 
@@ -64,7 +64,7 @@ def _as_2d(name: str, value: Any) -> torch.Tensor:
         raise DataError(f"batch[{name!r}] is 1-D (shape {tuple(t.shape)}); wrap a single example as [[...]].")
     if t.dim() != 2:
         raise DataError(f"batch[{name!r}] must be 2-D [batch, seq_len], got shape {tuple(t.shape)}.")
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool and name != "attention_mask":
+    if t.is_floating_point() or t.is_complex() or (t.dtype == torch.bool and name != "attention_mask"):
         raise DataError(f"batch[{name!r}] must hold integer ids, got dtype {t.dtype}.")
     return t.long()
 

@@ -16,7 +16,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load as st_load, save as st_save
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from .. import run_record
 from ..config import TrainingConfig
@@ -26,16 +27,16 @@ from ..privacy import CALLER_POOL
 if TYPE_CHECKING:
     from .session import TrainingSession
 
-__all__ = ["session_to_blobs", "restore_session", "CHECKPOINT_KIND"]
+__all__ = ["CHECKPOINT_KIND", "restore_session", "session_to_blobs"]
 
 CHECKPOINT_KIND = run_record.CHECKPOINT_KIND
 
 
-def _trainable(session: "TrainingSession") -> list[tuple[str, torch.nn.Parameter]]:
+def _trainable(session: TrainingSession) -> list[tuple[str, torch.nn.Parameter]]:
     return [(n, p) for n, p in session.model.named_parameters() if p.requires_grad]
 
 
-def session_to_blobs(session: "TrainingSession", *, include_optimizer: bool) -> dict[str, bytes]:
+def session_to_blobs(session: TrainingSession, *, include_optimizer: bool) -> dict[str, bytes]:
     """Weights, optimizer moments and the run record. Refused while a step is being accumulated."""
     if session.accountant.pending is not None or session.acc.examples:
         raise StateError("a step is being accumulated (forward_backward without optim_step); call optim_step() "
@@ -67,7 +68,7 @@ def read_state(blobs: dict[str, bytes]) -> dict[str, Any]:
     return run_record.read_state(blobs)
 
 
-def check_compatible(session: "TrainingSession", state: dict[str, Any]) -> None:
+def check_compatible(session: TrainingSession, state: dict[str, Any]) -> None:
     """Refuse (before changing anything) a checkpoint from another model, adapter shape or data set."""
     theirs = TrainingConfig.from_dict(state["config"])
     mine = session.config
@@ -92,7 +93,7 @@ def check_compatible(session: "TrainingSession", state: dict[str, Any]) -> None:
                           "attached data set, whose caller-supplied budget covers those steps.")
 
 
-def restore_session(session: "TrainingSession", blobs: dict[str, bytes]) -> dict[str, Any]:
+def restore_session(session: TrainingSession, blobs: dict[str, bytes]) -> dict[str, Any]:
     """Load weights (and optimizer state) into ``session``; checked first, so a refused one changes nothing.
 
     Never restores ε, the step count or any randomness.

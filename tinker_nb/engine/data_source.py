@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import ConfigError, DataError
 from .noise import SecureBernoulli
 
-__all__ = ["Draw", "DataSource", "dataset_digest"]
+__all__ = ["DataSource", "Draw", "dataset_digest"]
 
 
 def dataset_digest(examples: Sequence[dict]) -> str:
@@ -40,7 +40,7 @@ class Draw:
     position (1-based) in the loop that handed it out.
     """
 
-    __slots__ = ("draw_id", "index", "_source", "_generation")
+    __slots__ = ("_generation", "_source", "draw_id", "index")
 
     def __init__(self, *, source: str, generation: int, index: int) -> None:
         self.draw_id = f"draw-{uuid.uuid4().hex[:16]}"

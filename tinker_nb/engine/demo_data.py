@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-__all__ = ["story_corpus", "demo_records"]
+__all__ = ["demo_records", "story_corpus"]
 
 _NAMES = ["Anna", "Ben", "Clara", "David", "Ella", "Finn", "Grace", "Hugo", "Iris", "Jack", "Lena", "Max",
           "Nora", "Omar", "Pia", "Sam", "Tom", "Zoe"]

@@ -12,9 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-
 import torch
-
 
 __all__ = ["ClipStats", "GradientAccumulator"]
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["KeyStream", "GaussianNoise", "SecureBernoulli", "derive_key"]
+__all__ = ["GaussianNoise", "KeyStream", "SecureBernoulli", "derive_key"]
 
 _TWO_PI = 2.0 * math.pi
 _LN_2_53 = 53.0 * math.log(2.0)
@@ -76,12 +76,12 @@ class GaussianNoise:
         self.fixed = fixed
 
     @classmethod
-    def secure(cls) -> "GaussianNoise":
+    def secure(cls) -> GaussianNoise:
         """Keyed with 256 bits from the OS (the default for every DP run)."""
         return cls(KeyStream(), fixed=False)
 
     @classmethod
-    def seeded(cls, seed: int) -> "GaussianNoise":
+    def seeded(cls, seed: int) -> GaussianNoise:
         """Reproducible noise for tests; a run using it is not a valid DP guarantee."""
         return cls(KeyStream(derive_key(seed, "noise")), fixed=True)
 
@@ -155,11 +155,11 @@ class SecureBernoulli:
         self.fixed = fixed
 
     @classmethod
-    def secure(cls) -> "SecureBernoulli":
+    def secure(cls) -> SecureBernoulli:
         return cls(KeyStream(), fixed=False)
 
     @classmethod
-    def seeded(cls, seed: int) -> "SecureBernoulli":
+    def seeded(cls, seed: int) -> SecureBernoulli:
         return cls(KeyStream(derive_key(seed, "sampler")), fixed=True)
 
     def __repr__(self) -> str:

@@ -43,7 +43,7 @@ from .model import add_lora, load_base_model, pick_device
 from .noise import GaussianNoise, SecureBernoulli
 from .tokenize import encode_prompt, encode_record
 
-__all__ = ["TrainingSession", "ForwardBackwardResult", "ForwardResult", "OptimStepResult", "DPMetrics"]
+__all__ = ["DPMetrics", "ForwardBackwardResult", "ForwardResult", "OptimStepResult", "TrainingSession"]
 
 AuditFn = Callable[[str, dict, dict], None]
 BUDGET_WARN_FRACTION = 0.8
@@ -104,6 +104,8 @@ class TrainingSession:
         self.metrics_history: list[dict[str, Any]] = []
         self._pending_tokens = 0
         self._pending_loss = 0.0
+        self._pending_clipped = 0
+        self._loop: tuple[int, int] | None = None
         self._first_step_checked = False
         self._warned = False
         self.closed = False
@@ -221,6 +223,7 @@ class TrainingSession:
         total = steps if steps is not None else self.planned_steps(epochs)
         source = self.source
         source.new_loop()
+        self._loop = (self.steps, total)  # the step events say where in this loop a step is
 
         def gen() -> Iterator[Draw]:
             for _ in range(total):
@@ -298,7 +301,7 @@ class TrainingSession:
                 # Nothing half-done survives: drop the pending step (its charge stands) and stray gradients.
                 self.acc.reset()
                 self.accountant.abandon_pending()
-                self._pending_tokens, self._pending_loss = 0, 0.0
+                self._pending_tokens, self._pending_loss, self._pending_clipped = 0, 0.0, 0
                 raise
             n = b.size
             mean = sum(m * k for m, _, k in norms) / n
@@ -309,6 +312,7 @@ class TrainingSession:
                 source=source)
             self._pending_tokens += tokens
             self._pending_loss += loss_sum
+            self._pending_clipped += clipped
         self._audit("forward_backward", {"examples": res.examples, "tokens": res.tokens, "source": source},
                     {"examples": res.examples, "tokens": res.tokens, "source": source})
         self.events.publish("forward_backward", res.to_dict())
@@ -405,11 +409,13 @@ class TrainingSession:
             "loss": (loss_sum / tokens) if tokens else None, "epsilon": eps_live,
             "target_epsilon": dp.target_epsilon if dp else None, "delta": dp.target_delta if dp else None,
             "examples_per_s": examples / dt if dt > 0 else None, "tokens_per_s": tokens / dt if dt > 0 else None,
-            "noise_only": examples == 0, "seconds": dt,
+            "noise_only": examples == 0, "seconds": dt, "clipped": self._pending_clipped if dp else None,
+            "planned_steps": (self._loop[0] + self._loop[1]) if self._loop else None,
         }
         self.metrics_history.append(rec)
         self._pending_tokens = 0
         self._pending_loss = 0.0
+        self._pending_clipped = 0
         res = OptimStepResult(self.steps, examples, noise_std, normaliser, eps_live, time.perf_counter() - t0)
         self._audit("optim_step", run_record.audit_params("optim_step", step=self.steps),
                     {"step": self.steps, "examples": examples, "noise_std": noise_std})
@@ -427,7 +433,7 @@ class TrainingSession:
             return False
         self.acc.reset()
         self.accountant.abandon_pending()
-        self._pending_tokens, self._pending_loss = 0, 0.0
+        self._pending_tokens, self._pending_loss, self._pending_clipped = 0, 0.0, 0
         self.events.publish("step_dropped", {"step": self.steps, "reason": "interrupted before optim_step"})
         return True
 

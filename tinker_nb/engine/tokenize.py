@@ -34,7 +34,7 @@ from typing import Any
 from ..errors import DataError
 from ..records import normalize_record, record_kind
 
-__all__ = ["encode_record", "encode_prompt", "IGNORE_INDEX", "FALLBACK_CHAT_FORMAT"]
+__all__ = ["FALLBACK_CHAT_FORMAT", "IGNORE_INDEX", "encode_prompt", "encode_record"]
 
 IGNORE_INDEX = -100
 FALLBACK_CHAT_FORMAT = "{role}: {content}\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["Dashboard", "BudgetPlanner", "plan"]
+__all__ = ["BudgetPlanner", "Dashboard", "plan"]
 
 
 def __getattr__(name: str):

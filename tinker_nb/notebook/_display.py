@@ -27,9 +27,9 @@ import uuid
 import weakref
 from typing import Any, Protocol
 
-__all__ = ["Freezable", "LiveDisplay", "register", "freeze_all"]
+__all__ = ["Freezable", "LiveDisplay", "freeze_all", "register"]
 
-_REGISTRY: "weakref.WeakSet[LiveDisplay]" = weakref.WeakSet()
+_REGISTRY: weakref.WeakSet[LiveDisplay] = weakref.WeakSet()
 _HOOKS = {"post_run_cell": False, "shutdown": False}
 _LOCK = threading.Lock()
 
@@ -67,7 +67,7 @@ class LiveDisplay:
         return bundle
 
     # -- display lifecycle
-    def show(self) -> "LiveDisplay":
+    def show(self) -> LiveDisplay:
         """Display the live view with a display id (so it can later become a static snapshot)."""
         from IPython.display import display
 
@@ -82,7 +82,7 @@ class LiveDisplay:
     def _ipython_display_(self) -> None:
         self.show()
 
-    def freeze(self) -> "LiveDisplay":
+    def freeze(self) -> LiveDisplay:
         """Replace the displayed view by static HTML (survives restarts, reloads, nbviewer, GitHub)."""
         if self._display_id is not None:
             from IPython.display import update_display
@@ -150,7 +150,7 @@ def _install_hooks() -> None:
         if kernel is not None and not _HOOKS["shutdown"] and hasattr(kernel, "do_shutdown"):
             original = kernel.do_shutdown
 
-            def do_shutdown(restart: bool, _orig=original):  # noqa: ANN001
+            def do_shutdown(restart: bool, _orig=original):
                 freeze_all()
                 return _orig(restart)
 

@@ -134,7 +134,7 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
 
     # ------------------------------------------------------------------ binding
     @classmethod
-    def for_client(cls, tc: Any, *, display: bool = False, total_steps: int | None = None) -> "Dashboard":
+    def for_client(cls, tc: Any, *, display: bool = False, total_steps: int | None = None) -> Dashboard:
         """A dashboard subscribed to ``tc``'s events, initialised from its current state.
 
         Opened after training, it shows what ``%tinker status`` shows: the reported ε (PLD/PRV), the
@@ -325,7 +325,7 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
             self._last_flush = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle and display
-    def finish(self, *, status: str | None = None, verify: bool = True) -> "Dashboard":
+    def finish(self, *, status: str | None = None, verify: bool = True) -> Dashboard:
         """Final state (reported ε from PLD/PRV, ledger verified), then a static snapshot in the output."""
         self.before_freeze(final=True, status=status, verify=verify)
         self.freeze()
@@ -386,7 +386,7 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
             self._unsubscribe()
             self._unsubscribe = None
 
-    def show(self) -> "Dashboard":
+    def show(self) -> Dashboard:
         """Display the live view with a display id; it becomes a static snapshot when the run ends."""
         super().show()
         return self

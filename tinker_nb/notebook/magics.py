@@ -95,9 +95,9 @@ class TinkerMagics(Magics):
             print(parser.format_help())
             return None
         if args.cmd == "budget":
-            from .planner import BudgetPlanner
-
             import math
+
+            from .planner import BudgetPlanner
 
             if not 0 < args.delta < 1:
                 raise UsageError("--delta must be in (0, 1), e.g. --delta 1e-5")

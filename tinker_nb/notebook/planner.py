@@ -30,7 +30,7 @@ from .. import accounting
 from ..errors import ConfigError
 from ._display import LiveDisplay
 
-__all__ = ["plan", "quick_plan", "Plan", "BudgetPlanner"]
+__all__ = ["BudgetPlanner", "Plan", "plan", "quick_plan"]
 
 STATIC = Path(__file__).parent / "static"
 CURVE_POINTS = 12

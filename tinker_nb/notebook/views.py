@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["metrics_frame", "audit_frame", "checkpoints_frame", "epsilon_figure", "loss_figure",
-           "privacy_utility_figure"]
+__all__ = [
+    "audit_frame",
+    "checkpoints_frame",
+    "epsilon_figure",
+    "loss_figure",
+    "metrics_frame",
+    "privacy_utility_figure",
+]
 
 
 def metrics_frame(tc: Any):

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["RemoteServiceClient", "RemoteTrainingClient", "NotFoundError", "AuthenticationError",
-           "ServerBusyError"]
+__all__ = [
+    "AuthenticationError",
+    "NotFoundError",
+    "RemoteServiceClient",
+    "RemoteTrainingClient",
+    "ServerBusyError",
+]
 
 from .wire import AuthenticationError, NotFoundError, ServerBusyError
 

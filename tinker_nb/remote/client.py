@@ -31,8 +31,14 @@ from ..events import EventBus
 from ..futures import TinkerFuture
 from .wire import API_PREFIX, IDEMPOTENCY_HEADER, WireObject, from_wire, make_error, to_jsonable
 
-__all__ = ["RemoteServiceClient", "RemoteTrainingClient", "RemoteFuture", "RemoteDraw", "RemoteAuditLog",
-           "ServerUnavailableError"]
+__all__ = [
+    "RemoteAuditLog",
+    "RemoteDraw",
+    "RemoteFuture",
+    "RemoteServiceClient",
+    "RemoteTrainingClient",
+    "ServerUnavailableError",
+]
 
 BASE_URL_ENV = "TINKER_NB_BASE_URL"
 API_KEY_ENV = "TINKER_NB_API_KEY"
@@ -106,7 +112,7 @@ class _Http:
 class RemoteFuture(TinkerFuture):
     """A future held by the server; ``result()`` long-polls ``GET /api/v1/futures/{id}``."""
 
-    def __init__(self, http: _Http, view: dict, op: str) -> None:  # noqa: D401 - no worker here
+    def __init__(self, http: _Http, view: dict, op: str) -> None:  # no worker here
         self._http = http
         self.op = op
         self.future_id = view.get("future_id", "")
@@ -168,7 +174,7 @@ def _answer(http: _Http, view: dict, op: str) -> Any:
 class RemoteDraw:
     """An opaque Poisson draw made on the server: only its id travels; the records never leave."""
 
-    __slots__ = ("draw_id", "index", "client_id")
+    __slots__ = ("client_id", "draw_id", "index")
 
     def __init__(self, draw_id: str, index: int, client_id: str) -> None:
         self.draw_id = draw_id
@@ -182,7 +188,7 @@ class RemoteDraw:
 class _RemoteEvents(EventBus):
     """The client's EventBus, fed by the server's SSE stream once someone subscribes."""
 
-    def __init__(self, tc: "RemoteTrainingClient") -> None:
+    def __init__(self, tc: RemoteTrainingClient) -> None:
         super().__init__()
         self._tc = tc
         self._thread: threading.Thread | None = None
@@ -250,7 +256,7 @@ class _RemoteEvents(EventBus):
 class _RemoteSession:
     """What the notebook layer reads from ``tc.session`` (history and step count), fetched on demand."""
 
-    def __init__(self, tc: "RemoteTrainingClient") -> None:
+    def __init__(self, tc: RemoteTrainingClient) -> None:
         self._tc = tc
 
     @property
@@ -469,7 +475,7 @@ class RemoteServiceClient(ServiceClient):
 
     # -- clients -------------------------------------------------------------------------------------
     def create_training_client(self, config: TrainingConfig | None = None, *, noise_seed: int | None = None,
-                               **overrides: Any) -> "RemoteTrainingClient":
+                               **overrides: Any) -> RemoteTrainingClient:
         if noise_seed is not None:
             raise ConfigError("noise_seed cannot be fixed on a server: the noise must stay secret.")
         if config is None:
@@ -486,11 +492,11 @@ class RemoteServiceClient(ServiceClient):
         self._clients.append(tc)
         return tc
 
-    def training_clients(self) -> list["RemoteTrainingClient"]:
+    def training_clients(self) -> list[RemoteTrainingClient]:
         """The open training clients this RemoteServiceClient created, oldest first."""
         return [tc for tc in self._clients if not tc.closed]
 
-    def training_client(self, training_client_id: str) -> "RemoteTrainingClient":
+    def training_client(self, training_client_id: str) -> RemoteTrainingClient:
         """Reattach to an open training client of this tenant by id (e.g. from another kernel)."""
         return RemoteTrainingClient(self, self._http.request("GET", f"/training_clients/{training_client_id}"))
 
@@ -533,7 +539,7 @@ class RemoteServiceClient(ServiceClient):
             tc.events.stop()
         self._http.close()
 
-    def __enter__(self) -> "RemoteServiceClient":
+    def __enter__(self) -> RemoteServiceClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -543,7 +549,7 @@ class RemoteServiceClient(ServiceClient):
 class RemoteTrainingClient(TrainingClient):
     """A training client on the server, with the in-kernel TrainingClient's methods."""
 
-    def __init__(self, service: RemoteServiceClient, info: dict) -> None:  # noqa: D107
+    def __init__(self, service: RemoteServiceClient, info: dict) -> None:
         self.service = service
         self._http = service._http
         self.id = info["training_client_id"]

@@ -18,9 +18,19 @@ from .. import errors as _errors
 from ..errors import DataError, KeyAccessError, TinkerError
 
 __all__ = [
-    "API_PREFIX", "NotFoundError", "AuthenticationError", "ServerBusyError", "STATUS", "error_type",
-    "error_class", "status_for", "to_jsonable", "from_wire", "WireObject", "API_KEY_PREFIX",
+    "API_KEY_PREFIX",
+    "API_PREFIX",
     "IDEMPOTENCY_HEADER",
+    "STATUS",
+    "AuthenticationError",
+    "NotFoundError",
+    "ServerBusyError",
+    "WireObject",
+    "error_class",
+    "error_type",
+    "from_wire",
+    "status_for",
+    "to_jsonable",
 ]
 
 API_PREFIX = "/api/v1"

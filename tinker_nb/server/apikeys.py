@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..remote.wire import API_KEY_PREFIX, NotFoundError
 
-__all__ = ["ApiKeyStore", "ApiKeyInfo", "APIKEYS_FILE", "SUBKEY_LABEL"]
+__all__ = ["APIKEYS_FILE", "SUBKEY_LABEL", "ApiKeyInfo", "ApiKeyStore"]
 
 APIKEYS_FILE = "apikeys.sqlite"
 SUBKEY_LABEL = "tinker-nb/api-keys/v1"
@@ -68,7 +68,7 @@ class ApiKeyStore:
             pass
 
     @classmethod
-    def for_keystore(cls, workspace: str | Path, keystore) -> "ApiKeyStore":
+    def for_keystore(cls, workspace: str | Path, keystore) -> ApiKeyStore:
         return cls(workspace, keystore.derive_subkey(SUBKEY_LABEL))
 
     def __repr__(self) -> str:  # never the secret

@@ -47,7 +47,7 @@ def error_response(type_name: str, message: str, http_status: int | None = None,
 
 
 class _IdemEntry:
-    __slots__ = ("fingerprint", "done", "response", "created")
+    __slots__ = ("created", "done", "fingerprint", "response")
 
     def __init__(self, fingerprint: str) -> None:
         self.fingerprint = fingerprint
@@ -62,7 +62,7 @@ class GuardMiddleware:
     def __init__(self, app: Any, state: ServerState) -> None:
         self.app = app
         self.state = state
-        self.cache: "collections.OrderedDict[tuple[str, str], _IdemEntry]" = collections.OrderedDict()
+        self.cache: collections.OrderedDict[tuple[str, str], _IdemEntry] = collections.OrderedDict()
 
     async def _send_json(self, send: Any, status: int, body: dict, headers: list | None = None) -> None:
         data = json.dumps(body).encode()

@@ -13,7 +13,7 @@ from fastapi import Request
 from ..remote.wire import AuthenticationError
 from .apikeys import ApiKeyInfo
 
-__all__ = ["principal_from_headers", "require_principal", "key_from_headers"]
+__all__ = ["key_from_headers", "principal_from_headers", "require_principal"]
 
 
 def key_from_headers(headers: dict[bytes, bytes]) -> str | None:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_server_commands", "cmd_serve", "cmd_apikey"]
+__all__ = ["add_server_commands", "cmd_apikey", "cmd_serve"]
 
 WORKSPACE_PASSPHRASE_ENV = "TINKER_NB_WORKSPACE_PASSPHRASE"
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "CreateClientBody", "DatasetBody", "AttachBody", "DrawsBody", "ForwardBackwardBody", "OptimStepBody",
-    "SampleBody", "SaveStateBody", "ForwardBody", "LoadStateBody", "PackageBody", "FutureView", "ErrorBody",
+    "AttachBody",
+    "CreateClientBody",
+    "DatasetBody",
+    "DrawsBody",
+    "ErrorBody",
+    "ForwardBackwardBody",
+    "ForwardBody",
+    "FutureView",
+    "LoadStateBody",
+    "OptimStepBody",
+    "PackageBody",
+    "SampleBody",
+    "SaveStateBody",
 ]
 
 Record = Union[str, dict[str, Any]]  # text, {"prompt","completion"}, {"messages": [...]}, or tokenised
@@ -35,15 +46,15 @@ class DatasetBody(_Body):
 class AttachBody(_Body):
     """Attach an uploaded data set (``dataset_id``), or upload and attach ``records`` in one call."""
 
-    dataset_id: Optional[str] = Field(default=None, max_length=100)
-    records: Optional[list[Record]] = Field(default=None, min_length=1)
+    dataset_id: str | None = Field(default=None, max_length=100)
+    records: list[Record] | None = Field(default=None, min_length=1)
 
 
 class DrawsBody(_Body):
     """Start a Poisson draw iterator: ``steps`` draws, or the steps of ``epochs`` expected passes."""
 
-    steps: Optional[int] = Field(default=None, ge=1, le=10_000_000)
-    epochs: Optional[float] = Field(default=None, gt=0, le=1_000_000)
+    steps: int | None = Field(default=None, ge=1, le=10_000_000)
+    epochs: float | None = Field(default=None, gt=0, le=1_000_000)
 
 
 Batch = Union[dict[str, list[list[int]]], list[str], list[dict[str, list[int]]]]
@@ -52,22 +63,22 @@ Batch = Union[dict[str, list[list[int]]], list[str], list[dict[str, list[int]]]]
 class ForwardBackwardBody(_Body):
     """Train on a server-side draw (``draw_id``) or on a caller-supplied ``batch`` (accounted as such)."""
 
-    draw_id: Optional[str] = Field(default=None, max_length=100)
-    batch: Optional[Batch] = None
+    draw_id: str | None = Field(default=None, max_length=100)
+    batch: Batch | None = None
 
 
 class OptimStepBody(_Body):
-    learning_rate: Optional[float] = Field(default=None, gt=0, le=10.0)
+    learning_rate: float | None = Field(default=None, gt=0, le=10.0)
 
 
 class SampleBody(_Body):
-    prompts: Union[str, list[str]]
+    prompts: str | list[str]
     max_tokens: int = Field(default=32, ge=1, le=4096)
     temperature: float = Field(default=0.0, ge=0, le=100)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    top_k: Optional[int] = Field(default=None, ge=1, le=1_000_000)
-    stop: Optional[Union[str, list[str]]] = None
-    seed: Optional[int] = Field(default=None, ge=0, le=2**63 - 1)
+    top_k: int | None = Field(default=None, ge=1, le=1_000_000)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
     num_samples: int = Field(default=1, ge=1, le=64)
 
 
@@ -78,9 +89,9 @@ class ForwardBody(_Body):
 
 
 class SaveStateBody(_Body):
-    name: Optional[str] = Field(default=None, min_length=1, max_length=200)
+    name: str | None = Field(default=None, min_length=1, max_length=200)
     include_optimizer: bool = True
-    metadata: Optional[dict[str, Any]] = None
+    metadata: dict[str, Any] | None = None
 
 
 class LoadStateBody(_Body):
@@ -101,7 +112,7 @@ class FutureView(BaseModel):
     created: float
     status: Literal["pending", "done", "failed"]
     result: Any = None
-    error: Optional[dict[str, str]] = None
+    error: dict[str, str] | None = None
 
 
 class ErrorDetail(BaseModel):

@@ -15,7 +15,7 @@ import json
 import secrets
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -340,7 +340,7 @@ def build_router(state: ServerState) -> APIRouter:
 
     @api.get("/training_clients/{client_id}/planned_steps", tags=["data"])
     async def planned_steps(client_id: str, p: ApiKeyInfo = Principal,
-                            epochs: Optional[float] = Query(None, gt=0, le=1_000_000)) -> dict:
+                            epochs: float | None = Query(None, gt=0, le=1_000_000)) -> dict:
         rn = live(p, client_id)
         return await _result(rn.submit("planned_steps", lambda: {"steps": rn.tc.planned_steps(epochs)},
                                        ordered_state_change=False), rn)
@@ -374,7 +374,7 @@ def build_router(state: ServerState) -> APIRouter:
         return await run_in_threadpool(run)
 
     @api.post("/training_clients/{client_id}/optim_step", tags=["training"], response_model=FutureView)
-    async def optim_step(client_id: str, body: Optional[OptimStepBody] = None, p: ApiKeyInfo = Principal,
+    async def optim_step(client_id: str, body: OptimStepBody | None = None, p: ApiKeyInfo = Principal,
                          wait: float = Depends(_wait_param)):
         rn = live(p, client_id)
         lr = body.learning_rate if body is not None else None
@@ -497,7 +497,7 @@ def build_router(state: ServerState) -> APIRouter:
     @api.get("/training_clients/{client_id}/events", tags=["events"],
              responses={200: {"content": {"text/event-stream": {}}}})
     async def events(client_id: str, request: Request, p: ApiKeyInfo = Principal,
-                     after: Optional[int] = Query(None, ge=0, description="replay events after this id")):
+                     after: int | None = Query(None, ge=0, description="replay events after this id")):
         """Server-sent events (step, forward_backward, save, load, audit, budget_warning, close, ...)."""
         rn = runner_of(p, client_id)
         last = request.headers.get("last-event-id")

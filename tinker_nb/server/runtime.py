@@ -23,14 +23,15 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError, DataError, StateError, TinkerError
 from ..remote.wire import NotFoundError, ServerBusyError, error_type, to_jsonable
 
-__all__ = ["ServerState", "ClientRunner", "Job", "JobFailure", "open_workspace"]
+__all__ = ["ClientRunner", "Job", "JobFailure", "ServerState", "open_workspace"]
 
 log = logging.getLogger("tinker_nb.server")
 
@@ -63,7 +64,7 @@ class Job:
     fut: cf.Future = field(default_factory=cf.Future)
     finished: float | None = None
 
-    def view(self, runner: "ClientRunner | None" = None) -> dict:
+    def view(self, runner: ClientRunner | None = None) -> dict:
         d: dict[str, Any] = {"future_id": self.future_id, "op": self.op, "training_client_id": self.client_id,
                              "created": self.created}
         if not self.fut.done():
@@ -179,7 +180,7 @@ class EventLog:
 class ClientRunner:
     """One remote training client: the in-process TrainingClient, its ordered queue, draws and events."""
 
-    def __init__(self, state: "ServerState", client_id: str, tenant: str, tc: Any, config: dict) -> None:
+    def __init__(self, state: ServerState, client_id: str, tenant: str, tc: Any, config: dict) -> None:
         self.state = state
         self.client_id = client_id
         self.tenant = tenant
@@ -267,7 +268,7 @@ class ClientRunner:
                         if self._poison is None:
                             self._poison = f
                 job.fut.set_exception(f)
-            except BaseException as exc:  # noqa: BLE001 - ends this client only
+            except BaseException as exc:  # ends this client only
                 log.exception("training client %s: %s failed with an internal error", self.client_id, op)
                 self._fail(f"{type(exc).__name__} in {op}")
                 job.fut.set_exception(JobFailure(
@@ -280,7 +281,7 @@ class ClientRunner:
                 if on_done is not None:
                     try:
                         on_done()
-                    except Exception:  # noqa: BLE001
+                    except Exception:
                         log.exception("on_done hook failed")
 
         try:
@@ -299,7 +300,7 @@ class ClientRunner:
         self._release()
         try:
             self.tc.close()
-        except BaseException:  # noqa: BLE001 - it is being discarded anyway
+        except BaseException:  # it is being discarded anyway
             log.exception("closing failed training client %s", self.client_id)
         self.events.append("close", {"status": "failed", "reason": why})
         self.events.close()
@@ -352,7 +353,7 @@ class ClientRunner:
             self.status = "closed"
             try:
                 tc.close()
-            except Exception:  # noqa: BLE001 - stopping anyway
+            except Exception:  # stopping anyway
                 log.exception("closing training client %s at shutdown", self.client_id)
             self._release()
             self.tc = None
@@ -428,7 +429,7 @@ class ClientRunner:
 class JobRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: "collections.OrderedDict[str, Job]" = collections.OrderedDict()
+        self._jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
 
     def new(self, tenant: str, client_id: str, op: str) -> Job:
         job = Job(_new_id("fut"), tenant, client_id, op, time.time())
@@ -494,7 +495,7 @@ class ServerState:
                 if hasattr(svc, "collect_garbage"):  # reconcile what a crash (kill -9) may have left half-done
                     try:
                         log.info("tenant %s: %s", tenant, svc.collect_garbage())
-                    except Exception:  # noqa: BLE001 - serving goes on; the operator sees the log
+                    except Exception:  # serving goes on; the operator sees the log
                         log.exception("tenant %s: reconciling the artifact store failed", tenant)
                 with self._lock:
                     self._services[tenant] = svc
