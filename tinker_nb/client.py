@@ -390,7 +390,7 @@ class TrainingClient:
         def run():
             s = self._session
             s.check_open()
-            blobs, meta, info = self.service.store.load(artifact_id)
+            blobs, _meta, info = self.service.store.load(artifact_id)
             state = restore_session(s, blobs)
             self.service.audit("load_state", {"artifact_id": artifact_id},
                                {"artifact_id": artifact_id, "checkpoint_step": int(state.get("step") or 0),

@@ -5,6 +5,7 @@ One test per finding; each failed on the code before the privacy-state rework.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -404,7 +405,7 @@ def test_live_epsilon_moves_every_step_and_is_exact_within_the_budget(tmp_path):
         time.sleep(0.005)
         values.append(acct.live_epsilon())
     assert len(values) > 100 and len(set(values)) == len(values)  # moves every step
-    assert all(b > a for a, b in zip(values, values[1:]))
+    assert all(b > a for a, b in itertools.pairwise(values))
     assert max(values) <= 3.0
     exact = [accounting.report([(1.0, 8 / 250, k)], delta=1e-5).epsilon for k in (1, 50, len(values))]
     for k, e in zip((1, 50, len(values)), exact):

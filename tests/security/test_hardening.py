@@ -100,7 +100,7 @@ def test_not_json_keystore_is_refused_and_the_verified_backup_restores_everythin
     bak = ws / "keystore.json.bak"
     assert bak.read_bytes() == _ks_bytes(ws)  # written and re-read with every change
     (ws / "keystore.json").write_bytes(b"{ truncated")
-    with pytest.raises(IntegrityError, match="keystore.json.bak"):
+    with pytest.raises(IntegrityError, match=r"keystore.json.bak"):
         Keystore.open(ws, passphrase="pw")
     assert _ks_bytes(ws) == b"{ truncated"
     (ws / "keystore.json").write_bytes(bak.read_bytes())
@@ -403,7 +403,7 @@ def test_a_deleted_keystore_is_not_silently_recreated(ws):
     st = _store(ws, passphrase="pw")
     info = st.save("keep", {"w": b"k"})
     (ws / "keystore.json").unlink()
-    with pytest.raises(IntegrityError, match="keystore.json.bak"):
+    with pytest.raises(IntegrityError, match=r"keystore.json.bak"):
         Keystore.open(ws, passphrase="pw")
     assert not (ws / "keystore.json").exists()
     (ws / "keystore.json").write_bytes((ws / "keystore.json.bak").read_bytes())

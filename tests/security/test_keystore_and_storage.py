@@ -194,7 +194,7 @@ def test_no_key_material_in_files_reprs_or_logs(ws, caplog):
     caplog.set_level(logging.DEBUG)
     st = _store(ws, passphrase="pw")
     info = st.save("x", {"w": b"abc"})
-    kek_id, kek = st.keystore._kek("acme", 1)
+    _kek_id, kek = st.keystore._kek("acme", 1)
     ks_text = (ws / "keystore.json").read_text()
     for secret in (kek.hex(), st.keystore._root.hex()):
         assert secret not in ks_text

@@ -77,13 +77,13 @@ def test_packaged_adapter_is_the_peft_state_dict(built):
     import torch
     from safetensors.torch import load as st_load
 
-    adapter, manifest, _ = unseal_adapter(built["pkg"], identity=built["alice"], trust=_trust(built))
+    adapter, _manifest, _ = unseal_adapter(built["pkg"], identity=built["alice"], trust=_trust(built))
     tensors = st_load(adapter)
     assert set(tensors) == set(built["state"]) and all(torch.equal(tensors[k], built["state"][k]) for k in tensors)
 
 
 def test_not_a_recipient(built):
-    with pytest.raises(KeyAccessError, match="recipients.json: .*not a recipient"):
+    with pytest.raises(KeyAccessError, match=r"recipients.json: .*not a recipient"):
         open_package(built["pkg"], identity=built["eve"], trust=_trust(built))
 
 
@@ -120,7 +120,7 @@ def test_base_model_must_match_the_signed_digests(built, tmp_path):
     shutil.copytree(built["model"], other)
     w = other / "model.safetensors"
     w.write_bytes(flip(w.read_bytes(), at=len(w.read_bytes()) - 3))
-    with pytest.raises(IntegrityError, match="model.safetensors .* differs"):
+    with pytest.raises(IntegrityError, match=r"model.safetensors .* differs"):
         open_package(built["pkg"], identity=built["alice"], trust=_trust(built), base_model_path=other)
     with pytest.raises(ConfigError, match="not available locally"):
         open_package(built["pkg"], identity=built["alice"], trust=_trust(built), base_model_path=tmp_path / "nope")
@@ -255,7 +255,7 @@ def test_byte_flip_in_the_file_is_caught_by_the_zip_crc(built, tmp_path):
     raw[info.header_offset + 30 + len(F.WEIGHTS) + 100] ^= 1  # inside weights.enc's data
     bad = tmp_path / "bad.tgsp"
     bad.write_bytes(bytes(raw))
-    with pytest.raises(IntegrityError, match="weights.enc: entry is corrupt"):
+    with pytest.raises(IntegrityError, match=r"weights.enc: entry is corrupt"):
         verify_package(bad, trust=_trust(built))
 
 
@@ -279,7 +279,7 @@ def test_swapping_in_another_packages_recipients_is_caught(built, tmp_path):
     with zipfile.ZipFile(other) as z:
         theirs = z.read(F.RECIPIENTS)
     bad = rewrite(built["pkg"], tmp_path / "bad.tgsp", replace={F.RECIPIENTS: lambda d: theirs + b" "})
-    with pytest.raises(IntegrityError, match="recipients.json"):
+    with pytest.raises(IntegrityError, match=r"recipients.json"):
         verify_package(bad, trust=_trust(built))
 
 
@@ -287,7 +287,7 @@ def test_swapping_in_another_packages_recipients_is_caught(built, tmp_path):
 def test_trust_store(built, tmp_path):
     with pytest.raises(TrustError, match="no trusted publisher keys"):
         verify_package(built["pkg"], trust=[])
-    with pytest.raises(TrustError, match="manifest.sig: .*not in the trust store"):
+    with pytest.raises(TrustError, match=r"manifest.sig: .*not in the trust store"):
         verify_package(built["pkg"], trust=[HybridSigner.generate().public_key()])
     with pytest.raises(TrustError, match="cannot load trusted publisher key"):
         verify_package(built["pkg"], trust=[tmp_path / "missing.pub"])
@@ -298,7 +298,7 @@ def test_trust_store(built, tmp_path):
 
 
 def test_expired_and_future_packages(built):
-    with pytest.raises(TrustError, match="manifest.json: the package expired"):
+    with pytest.raises(TrustError, match=r"manifest.json: the package expired"):
         verify_package(built["pkg"], trust=_trust(built), now=datetime.now(timezone.utc) + timedelta(days=366))
     with pytest.raises(TrustError, match="in the future"):
         verify_package(built["pkg"], trust=_trust(built), now=datetime.now(timezone.utc) - timedelta(days=1))
@@ -405,7 +405,7 @@ def test_understated_epsilon_is_caught_even_when_validly_signed(built, tmp_path)
         return c
 
     bad = resign(built["pkg"], tmp_path / "bad.tgsp", built["publisher"], docs={F.CERTIFICATE: lie})
-    with pytest.raises(IntegrityError, match="dp_certificate.json: states ε=.* but its parameters give"):
+    with pytest.raises(IntegrityError, match=r"dp_certificate.json: states ε=.* but its parameters give"):
         verify_package(bad, trust=_trust(built))
 
 
@@ -461,7 +461,7 @@ def test_manifest_digest_mismatch_is_named(built, tmp_path):
         m["entries"][F.EVIDENCE]["sha256"] = "0" * 64
 
     bad = resign(built["pkg"], tmp_path / "bad.tgsp", built["publisher"], manifest_edit=wrong)
-    with pytest.raises(IntegrityError, match="evidence.json: SHA-256 does not match the signed manifest"):
+    with pytest.raises(IntegrityError, match=r"evidence.json: SHA-256 does not match the signed manifest"):
         verify_package(bad, trust=_trust(built))
 
 

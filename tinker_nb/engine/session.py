@@ -420,11 +420,11 @@ class TrainingSession:
         self._audit("optim_step", run_record.audit_params("optim_step", step=self.steps),
                     {"step": self.steps, "examples": examples, "noise_std": noise_std})
         self.events.publish("step", rec)
-        if dp is not None and dp.target_epsilon and not self._warned and eps_live is not None:
-            if eps_live >= BUDGET_WARN_FRACTION * dp.target_epsilon:
-                self._warned = True
-                self.events.publish("budget_warning", {"step": self.steps, "epsilon_live": eps_live,
-                                                       "target": dp.target_epsilon})
+        if (dp is not None and dp.target_epsilon and not self._warned and eps_live is not None
+                and eps_live >= BUDGET_WARN_FRACTION * dp.target_epsilon):
+            self._warned = True
+            self.events.publish("budget_warning", {"step": self.steps, "epsilon_live": eps_live,
+                                                   "target": dp.target_epsilon})
         return res
 
     def abandon_pending_step(self) -> bool:

@@ -61,7 +61,7 @@ def fmt_duration(s: float | None) -> str:
     """``75`` → ``1:15``; ``3725`` → ``1:02:05``; None → ``–``."""
     if s is None or not math.isfinite(s) or s < 0:
         return "–"
-    s = int(round(s))
+    s = round(s)
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"

@@ -178,7 +178,7 @@ class GuardMiddleware:
     def _expire(self) -> None:
         now = time.monotonic()
         while self.cache:
-            k, e = next(iter(self.cache.items()))
+            _k, e = next(iter(self.cache.items()))
             if len(self.cache) > IDEMPOTENCY_MAX or (e.done.is_set() and now - e.created > IDEMPOTENCY_TTL_S):
                 self.cache.popitem(last=False)
             else:

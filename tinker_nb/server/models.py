@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,7 +22,7 @@ __all__ = [
     "SaveStateBody",
 ]
 
-Record = Union[str, dict[str, Any]]  # text, {"prompt","completion"}, {"messages": [...]}, or tokenised
+Record = str | dict[str, Any]  # text, {"prompt","completion"}, {"messages": [...]}, or tokenised
 _Strict = ConfigDict(extra="forbid")
 
 
@@ -57,7 +57,7 @@ class DrawsBody(_Body):
     epochs: float | None = Field(default=None, gt=0, le=1_000_000)
 
 
-Batch = Union[dict[str, list[list[int]]], list[str], list[dict[str, list[int]]]]
+Batch = dict[str, list[list[int]]] | list[str] | list[dict[str, list[int]]]
 
 
 class ForwardBackwardBody(_Body):

@@ -118,7 +118,7 @@ def _parse_config(state: ServerState, tenant: str, raw: dict) -> Any:
         cfg = TrainingConfig.from_dict(d)
     except TinkerError:
         raise
-    except Exception as exc:  # wrong nested types, unknown nested keys
+    except Exception as exc:  # noqa: BLE001 - wrong nested types, unknown nested keys
         raise ConfigError(f"invalid TrainingConfig: {type(exc).__name__}: {exc}") from None
     if "*" not in state.allow_models and cfg.model_ref not in state.allow_models:
         raise ConfigError(f"model {cfg.model_ref!r} is not served here; allowed: {state.allow_models} "
@@ -171,7 +171,7 @@ def build_router(state: ServerState) -> APIRouter:
                 tc = await run_in_threadpool(make)
             except TinkerError:
                 raise
-            except Exception as exc:  # model files unreadable, out of memory while loading, ...
+            except Exception as exc:  # noqa: BLE001 - model files unreadable, out of memory while loading, ...
                 raise ConfigError(f"could not create the training client ({type(exc).__name__}); check "
                                   f"model_ref {cfg.model_ref!r} and the sizes in the config.") from None
             opened = True
@@ -216,7 +216,7 @@ def build_router(state: ServerState) -> APIRouter:
         svc = state.service(tenant)
         if dataset_id not in {d["dataset_id"] for d in _datasets(tenant)}:
             raise NotFoundError(f"no data set {dataset_id!r}; upload one with POST {API_PREFIX}/datasets.")
-        blobs, meta, _ = svc.store.load(dataset_id)
+        blobs, _meta, _ = svc.store.load(dataset_id)
         return json.loads(blobs["records.json"])
 
     def _artifacts(tenant: str) -> list[dict]:
@@ -308,7 +308,7 @@ def build_router(state: ServerState) -> APIRouter:
             return await run_in_threadpool(run)
         except TinkerError:
             raise
-        except Exception as exc:  # the engine failed while drawing: the iterator is unusable
+        except Exception as exc:  # noqa: BLE001 - the engine failed while drawing: the iterator is unusable
             rn.iterators.pop(iterator_id, None)
             raise StateError(f"the draw failed ({type(exc).__name__}); start a new poisson_batches().") from None
 
@@ -455,7 +455,7 @@ def build_router(state: ServerState) -> APIRouter:
             recips = [load_recipient(d) for d in body.recipients]
         except TinkerError:
             raise
-        except Exception:
+        except Exception:  # noqa: BLE001 - any malformed key document is the caller's error
             raise ConfigError("recipients must be recipient public keys (RecipientPublicKey.to_dict()).") from None
         pkg_dir = state.path / "server" / "packages" / p.tenant
         pkg_id = f"pkg_{secrets.token_hex(12)}"
