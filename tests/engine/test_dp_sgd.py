@@ -18,7 +18,7 @@ class _ZeroNoise:
 
     fixed = True
 
-    def normal(self, shape, std, *, device="cpu", dtype=torch.float32):
+    def normal(self, shape, std, *, device="cpu", dtype=torch.float32, prefetch=False):
         return torch.zeros(shape, device=device, dtype=dtype)
 
 
