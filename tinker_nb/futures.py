@@ -155,7 +155,7 @@ class OrderedWorker:
                 raise
 
         inner = self._pool.submit(run)
-        fut = TinkerFuture(inner, self, op)
+        fut: TinkerFuture[Any] = TinkerFuture(inner, self, op)
         with self._lock:
             self._in_flight.append((op, inner))
             self._unobserved.append(fut)

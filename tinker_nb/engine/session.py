@@ -75,7 +75,7 @@ class TrainingSession:
         self._audit = audit or (lambda op, params, summary: None)
         self.device = pick_device(config.device)
         loaded = load_base_model(config.model_ref, device=self.device, dtype=config.base_dtype)
-        self.tokenizer = loaded.tokenizer
+        self.tokenizer: Any = loaded.tokenizer
         self.model_path = loaded.path
         self.vocab_size = loaded.vocab_size
         if config.max_seq_len and config.max_seq_len > loaded.max_positions:
