@@ -17,7 +17,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import (
     ConfigError,
@@ -29,6 +29,10 @@ from .errors import (
     TinkerError,
     TrustError,
 )
+
+if TYPE_CHECKING:
+    from .security.kem import RecipientPublicKey
+    from .security.signing import HybridPublicKey
 
 __all__ = ["EXIT_KEYS", "EXIT_OK", "EXIT_OTHER", "EXIT_USAGE", "EXIT_VERIFY", "build_parser", "main"]
 
@@ -166,6 +170,7 @@ def cmd_pubkey(args: argparse.Namespace) -> int:
 
     if bool(args.workspace) == bool(args.key):
         raise ConfigError("give either a private key file or --workspace WS.")
+    key: HybridPublicKey | RecipientPublicKey
     if args.workspace:
         from .security.identity import read_workspace_identity
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,14 +118,14 @@ def _read_path(p: str | os.PathLike) -> list:
                         continue
                     try:
                         rows.append(json.loads(line))
-                    except ValueError as exc:
+                    except json.JSONDecodeError as exc:
                         raise DataError(f"{path.name} line {n} is not valid JSON ({exc.msg} at column "
                                         f"{exc.colno}).") from None
             return rows
         if suffix == ".json":
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
-            except ValueError as exc:
+            except json.JSONDecodeError as exc:
                 raise DataError(f"{path.name} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
             if isinstance(data, dict) and isinstance(data.get("data"), list):
                 data = data["data"]
@@ -147,7 +147,7 @@ def _read_path(p: str | os.PathLike) -> list:
                     "(or load it with pandas / datasets and pass that).")
 
 
-def _from_columns(cols: list[str], rows: list[dict], *, source: str) -> list:
+def _from_columns(cols: Sequence[str], rows: list[dict], *, source: str) -> list:
     """Rows of a table (CSV, DataFrame, HF dataset) → records, by the columns present."""
     c = set(cols)
     if "prompt" in c and "completion" in c:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-from typing import Any
+from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
@@ -18,10 +18,10 @@ __all__ = ["TinkerMagics", "load_ipython_extension"]
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # never sys.exit inside a kernel
+    def error(self, message: str) -> NoReturn:  # never sys.exit inside a kernel
         raise UsageError(f"{message}\n\n{self.format_usage()}")
 
-    def exit(self, status: int = 0, message: str | None = None) -> None:
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         raise _HelpShown(message or "")
 
 
@@ -123,6 +123,7 @@ class TinkerMagics(Magics):
     def _client(self, name: str | None):
         from ..client import ServiceClient, TrainingClient
 
+        assert self.shell is not None  # a magic always runs in a shell
         if name:
             tc = self.shell.user_ns.get(name)
             if not isinstance(tc, TrainingClient):

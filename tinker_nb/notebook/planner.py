@@ -249,6 +249,7 @@ def quick_plan(*, dataset_size: int, batch_size: int, epochs: float, delta: floa
         sigma = float(noise_multiplier)
         target = None
     else:
+        assert target_epsilon is not None  # exactly one of the two is given (the planner passes plan()'s checked args)
         target = float(target_epsilon)
         sigma = _gdp_sigma(target, q, steps, delta)
     eps = _gdp_eps(sigma, q, steps, delta)

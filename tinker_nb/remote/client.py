@@ -18,9 +18,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -29,6 +29,10 @@ from ..config import TrainingConfig
 from ..errors import ConfigError, StateError, TinkerError
 from ..events import EventBus
 from ..futures import TinkerFuture
+
+if TYPE_CHECKING:
+    from ..ledger.log import VerifyReport
+
 from .wire import API_PREFIX, IDEMPOTENCY_HEADER, WireObject, from_wire, make_error, to_jsonable
 
 __all__ = [
@@ -71,7 +75,7 @@ class _Http:
         attempt = 0
         while True:
             try:
-                kw = {"timeout": httpx.Timeout(None, connect=10.0)} if wait_for_queue else {}
+                kw: dict[str, Any] = {"timeout": httpx.Timeout(None, connect=10.0)} if wait_for_queue else {}
                 r = self.client.request(method, API_PREFIX + path if not path.startswith("/healthz") else path,
                                         json=json_body, params=params, headers=headers, **kw)
             except httpx.TransportError as exc:
@@ -153,12 +157,15 @@ class RemoteFuture(TinkerFuture):
 
 def _normalise(records: Any) -> list:
     """Records as the in-kernel attach_dataset takes them (lists, pandas, a file path, HF datasets) → JSON list."""
+    normalize: Callable[[Any], list[Any]] | None
     try:
         from ..records import normalize_records
+
+        normalize = normalize_records
     except ImportError:  # an older core: plain lists only
-        normalize_records = None
-    if normalize_records is not None:
-        return to_jsonable(normalize_records(records))
+        normalize = None
+    if normalize is not None:
+        return to_jsonable(normalize(records))
     if isinstance(records, (str, bytes)) or not isinstance(records, Sequence):
         from ..errors import DataError
 
@@ -221,6 +228,7 @@ class _RemoteEvents(EventBus):
                         if r.status_code != 200:
                             return
                         backoff = 0.2
+                        data: list[str]
                         eid, kind, data = None, None, []
                         for line in r.iter_lines():
                             if self._stop.is_set():
@@ -285,7 +293,7 @@ class RemoteAuditLog:
     def __init__(self, http: _Http, tenant: str) -> None:
         self._http = http
         self.tenant = tenant
-        self.last_verification = None
+        self.last_verification: VerifyReport | None = None
 
     def __repr__(self) -> str:
         return f"RemoteAuditLog(tenant={self.tenant!r}, server={self._http.base_url!r})"
@@ -303,7 +311,8 @@ class RemoteAuditLog:
     def entries(self, start: int = 0, stop: int | None = None) -> list:
         from ..ledger.log import Entry
 
-        out, pos = [], start
+        out: list[Entry] = []
+        pos = start
         while stop is None or pos < stop:
             limit = 10_000 if stop is None else min(10_000, stop - pos)
             d = self._http.request("GET", "/audit/entries", params={"start": pos, "limit": limit})
@@ -448,7 +457,7 @@ class RemoteServiceClient(ServiceClient):
 
     # -- the workspace lives on the server ---------------------------------------------------------
     @property
-    def workspace(self) -> None:
+    def workspace(self) -> None:  # type: ignore[override]  # the workspace is the server's
         """None: the workspace (keys, checkpoints, ledger, budgets) is the server's."""
         return None
 
@@ -492,7 +501,7 @@ class RemoteServiceClient(ServiceClient):
         self._clients.append(tc)
         return tc
 
-    def training_clients(self) -> list[RemoteTrainingClient]:
+    def training_clients(self) -> list[RemoteTrainingClient]:  # type: ignore[override]  # list is invariant
         """The open training clients this RemoteServiceClient created, oldest first."""
         return [tc for tc in self._clients if not tc.closed]
 
@@ -549,6 +558,8 @@ class RemoteServiceClient(ServiceClient):
 class RemoteTrainingClient(TrainingClient):
     """A training client on the server, with the in-kernel TrainingClient's methods."""
 
+    events: _RemoteEvents
+
     def __init__(self, service: RemoteServiceClient, info: dict) -> None:
         self.service = service
         self._http = service._http
@@ -596,17 +607,20 @@ class RemoteTrainingClient(TrainingClient):
         return self._session_view
 
     # -- data ----------------------------------------------------------------------------------------
-    def attach_dataset(self, records: Sequence[Any] | None = None, *, dataset_id: str | None = None) -> dict:
+    def attach_dataset(  # type: ignore[override]  # dataset_id= instead of charge_also= (not over HTTP yet)
+            self, records: Sequence[Any] | None = None, *, dataset_id: str | None = None) -> dict:
         """Upload the private records (once; stored encrypted on the server) or attach an uploaded ``dataset_id``."""
         if (records is None) == (dataset_id is None):
             raise ConfigError("pass the records, or dataset_id= of a data set uploaded with upload_dataset().")
+        body: dict[str, Any]
         if records is not None:
             body = {"records": _normalise(records)}
         else:
             body = {"dataset_id": dataset_id}
         return dict(self._call("attach_dataset", "dataset", body))
 
-    def poisson_batches(self, *, epochs: float | None = None, steps: int | None = None) -> Iterator[RemoteDraw]:
+    def poisson_batches(  # type: ignore[override]  # draws stay on the server: opaque handles
+            self, *, epochs: float | None = None, steps: int | None = None) -> Iterator[RemoteDraw]:
         """Poisson draws made on the server, one per step, as opaque ``RemoteDraw`` handles."""
         body = {k: v for k, v in (("epochs", epochs), ("steps", steps)) if v is not None}
 
@@ -646,7 +660,7 @@ class RemoteTrainingClient(TrainingClient):
             body = {"batch": to_jsonable(batch)}
         return self._submit("forward_backward", "forward_backward", body)
 
-    def forward(self, batch: Any) -> WireObject:
+    def forward(self, batch: Any) -> WireObject:  # type: ignore[override]  # remote results are wire objects with the same fields
         """Per-example loss and per-token log-probabilities of your batch (no gradients; the step is untouched)."""
         if isinstance(batch, RemoteDraw):
             raise ConfigError("forward scores your own batch; a draw is for forward_backward.")
@@ -700,7 +714,7 @@ class RemoteTrainingClient(TrainingClient):
                 "num_samples": num_samples}
         return self._call("sample", "sample", body)
 
-    def get_dp_metrics(self) -> WireObject:
+    def get_dp_metrics(self) -> WireObject:  # type: ignore[override]  # remote results are wire objects with the same fields
         return from_wire(self._http.request("GET", self._path("dp_metrics"), wait_for_queue=True))
 
     def metrics_history(self) -> list[dict]:
@@ -717,7 +731,7 @@ class RemoteTrainingClient(TrainingClient):
                                                       "metadata": metadata})
         return SaveResult(res.to_dict() if hasattr(res, "to_dict") else dict(res))
 
-    def load_state(self, artifact_id: str) -> dict:
+    def load_state(self, artifact_id: str) -> dict:  # type: ignore[override]  # remote results are wire objects with the same fields
         if not isinstance(artifact_id, str) or not artifact_id:
             raise ConfigError("artifact_id must be the id returned by save_state (see list_checkpoints()).")
         return dict(self._call("load_state", "load_state", {"artifact_id": artifact_id}))

@@ -47,7 +47,7 @@ __all__ = ["build_router"]
 MAX_WAIT_S = 60.0
 LIMITS = {"rank": 512, "batch_size": 65_536, "max_seq_len": 65_536}
 DATASET_KIND = "tinker-nb/dataset/v1"
-_ERRORS = {code: {"model": ErrorBody} for code in (401, 404, 409, 413, 422, 429)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (401, 404, 409, 413, 422, 429)}
 
 
 def _wait_param(wait: float = Query(0.0, ge=0.0, le=MAX_WAIT_S,
@@ -247,6 +247,7 @@ def build_router(state: ServerState) -> APIRouter:
                 raise NotFoundError(f"no data set {body.dataset_id!r}.")
             ds = {"dataset_id": body.dataset_id}
         else:
+            assert body.records is not None  # exactly one of dataset_id and records, checked above
             ds = await run_in_threadpool(_store_dataset, p.tenant, body.records, "dataset")
 
         def run():
@@ -320,14 +321,15 @@ def build_router(state: ServerState) -> APIRouter:
         if (body.draw_id is None) == (body.batch is None):
             raise ConfigError("give either draw_id (from poisson_batches) or batch.")
         lazy = rn.lazy_ref(body.draw_id) if body.draw_id is not None else None
+        draw_id = body.draw_id or ""  # set whenever lazy is
         if lazy is not None:
-            rn.claim_lazy(body.draw_id, *lazy)
+            rn.claim_lazy(draw_id, *lazy)
             x = None
         else:
             x = rn.take_draw(body.draw_id) if body.draw_id is not None else body.batch
 
         def run():
-            data = rn.materialize(body.draw_id, *lazy) if lazy is not None else x
+            data = rn.materialize(draw_id, *lazy) if lazy is not None else x
             return _settle(rn.tc.forward_backward(data))
 
         return await _future_answer(rn.submit("forward_backward", run), rn, wait)

@@ -108,10 +108,10 @@ def open_workspace(workspace: Any, *, passphrase: str | None = None, key_file: s
             path = Path(workspace).resolve()
             keystore = Keystore.open(path, passphrase=passphrase, key_file=key_file)
 
-            def factory(tenant: str):
+            def path_factory(tenant: str):
                 return ServiceClient(path, tenant=tenant, passphrase=passphrase, key_file=key_file)
 
-            return path, keystore, factory
+            return path, keystore, path_factory
         workspace = Workspace(workspace, passphrase=passphrase, key_file=key_file)
     elif passphrase is not None or key_file is not None:
         raise ConfigError("the Workspace already holds its root key settings; pass passphrase/key_file to it.")
@@ -258,8 +258,8 @@ class ClientRunner:
                                      f"({p.type_name}: {p.message}); nothing was changed.", poison=p)
                 value = to_jsonable(fn())
                 job.fut.set_result(value)
-            except JobFailure as f:
-                job.fut.set_exception(f)
+            except JobFailure as failed:
+                job.fut.set_exception(failed)
             except TinkerError as exc:
                 f = JobFailure(error_type(exc), str(exc))
                 f.poison = f

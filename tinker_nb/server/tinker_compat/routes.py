@@ -511,7 +511,8 @@ def build_tinker_router(state: Any, compat: TinkerCompat) -> APIRouter:
                 prompt_lps = [None]
             last_n = req.prompt_logprobs_last_n
             if last_n is not None:
-                prompt_lps = [None] * (len(prompt_lps) - last_n) + prompt_lps[len(prompt_lps) - last_n:]
+                pad: list[float | None] = [None] * (len(prompt_lps) - last_n)
+                prompt_lps = pad + prompt_lps[len(prompt_lps) - last_n:]
         compat.audit(sp.tenant, "tinker_sample", {"sampling_session_id": sp.sampler_id, "samples": len(seqs)},
                      {"sampling_session_id": sp.sampler_id, "model_path": sp.model_path, "samples": len(seqs),
                       "max_tokens": max_tokens, "prompt_logprobs": bool(req.prompt_logprobs)})

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tinker import types as T
 from tinker.proto import tinker_public_pb2 as pb
 
 from ...errors import DataError
+
+if TYPE_CHECKING:
+    import pydantic
 
 __all__ = [
     "MAX_DECOMPRESSED",
@@ -35,7 +38,7 @@ __all__ = [
 MAX_DECOMPRESSED = 256 * 1024 * 1024  # bytes a zstd fwd/bwd body may expand to
 
 
-def parse_json(model: type, body: Any) -> Any:
+def parse_json(model: type[pydantic.BaseModel], body: Any) -> Any:
     """``model`` (an SDK request type) from a JSON object, ignoring keys it does not know."""
     if not isinstance(body, dict):
         raise DataError(f"the request body must be a JSON object for {model.__name__}.")
@@ -179,7 +182,7 @@ def _datum(i: int, d: Any) -> TDatum:
     return TDatum(tokens, [int(x) for x in tgt], [float(x) for x in w])
 
 
-def _batched(arrays: list[np.ndarray], dtype: int, np_dtype: Any) -> Any:
+def _batched(arrays: list[np.ndarray], dtype: pb.DType.ValueType, np_dtype: Any) -> Any:
     offs = [0]
     parts = []
     for a in arrays:
