@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -244,4 +243,3 @@ def test_sigkill_during_save_leaves_previous_checkpoint_and_clean_index(ws, tmp_
     # the half-written temp file is never visible as an artifact; garbage collection removes it
     assert not [f for f in st.dir.glob("*.tnc") if not f.name.startswith(".") and f.stem != first.artifact_id]
     assert len(st.collect_garbage(older_than_s=0).temp_files_removed) == 1 and not list(st.dir.glob(".tmp-*"))
-    _ = json

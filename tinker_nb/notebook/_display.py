@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 import uuid
 import weakref
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 __all__ = ["Freezable", "LiveDisplay", "freeze_all", "register"]
 
@@ -52,10 +52,17 @@ class LiveDisplay:
 
     _display_id: str | None = None
     _frozen: bool = False
+    model_id: str  # the anywidget's
+
+    if TYPE_CHECKING:  # what the widget class mixing this in provides
+
+        def text(self) -> str: ...
+
+        def snapshot_html(self) -> str: ...
 
     # -- bundles
     def _static_bundle(self) -> dict:
-        return {"text/plain": self.text(), "text/html": self.snapshot_html()}  # type: ignore[attr-defined]
+        return {"text/plain": self.text(), "text/html": self.snapshot_html()}
 
     def _live_bundle(self) -> dict:
         from .dashboard import widgets_enabled
@@ -63,7 +70,7 @@ class LiveDisplay:
         bundle = self._static_bundle()
         if widgets_enabled():
             bundle["application/vnd.jupyter.widget-view+json"] = {
-                "version_major": 2, "version_minor": 1, "model_id": self.model_id}  # type: ignore[attr-defined]
+                "version_major": 2, "version_minor": 1, "model_id": self.model_id}
         return bundle
 
     # -- display lifecycle

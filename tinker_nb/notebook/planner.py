@@ -311,7 +311,7 @@ def chart_svg(curve: list[tuple[int, float]], *, target: float | None, delta: fl
     return "".join(parts)
 
 
-def plan_html(p: Plan, *, error: str = "") -> str:
+def plan_html(p: Plan | None, *, error: str = "") -> str:
     e = html.escape
     fg = "var(--jp-ui-font-color1, #222)"
     fg2 = "var(--jp-ui-font-color2, #555)"
@@ -321,6 +321,7 @@ def plan_html(p: Plan, *, error: str = "") -> str:
             f'<b>privacy budget plan</b> <span style="color:{fg2}">(static snapshot)</span>')
     if error:
         return head + f'<div style="color:#d9534f;font-weight:600">{e(error)}</div></div>'
+    assert p is not None  # a plan, or an error to show
     approx = "" if p.exact else "≈ "
     return (head + f'<div style="font-size:18px;font-weight:700">ε {approx}{p.epsilon:.3f} '
             f'<span style="font-size:12px;font-weight:400;color:{fg2}">at δ={p.delta:g} ({e(p.accountant.upper())})</span></div>'
@@ -461,13 +462,13 @@ class BudgetPlanner(LiveDisplay, anywidget.AnyWidget):
 
     def snapshot_html(self) -> str:
         if self.error:
-            return plan_html(None, error=self.error)  # type: ignore[arg-type]
+            return plan_html(None, error=self.error)
         p = self._exact if self._exact is not None and self._exact_gen == self._gen else None
         if p is None:
             try:
                 p = self.plan()
             except ConfigError as exc:
-                return plan_html(None, error=str(exc))  # type: ignore[arg-type]
+                return plan_html(None, error=str(exc))
         return plan_html(p)
 
     def _repr_mimebundle_(self, **kwargs: Any):
