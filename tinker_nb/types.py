@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -37,6 +38,12 @@ def _fmt(v: Any) -> str:
     return repr(v)
 
 
+def _html_table(title: str, items: Iterable[tuple[Any, Any]]) -> str:
+    rows = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>"
+                   for k, v in items)
+    return f"<table><caption>{html.escape(title)}</caption>{rows}</table>"
+
+
 class _Readable:
     """Readable repr and HTML for dataclass results."""
 
@@ -53,9 +60,7 @@ class _Readable:
         return f"{type(self).__name__}(" + ", ".join(f"{k}={_fmt(v)}" for k, v in self._items()) + ")"
 
     def _repr_html_(self) -> str:
-        rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>"
-                       for k, v in self._items())
-        return f"<table><caption>{type(self).__name__}</caption>{rows}</table>"
+        return _html_table(type(self).__name__, self._items())
 
 
 class AttrDict(dict):
@@ -78,9 +83,7 @@ class AttrDict(dict):
         return f"{type(self).__name__}(" + ", ".join(f"{k}={_fmt(v)}" for k, v in self.items()) + ")"
 
     def _repr_html_(self) -> str:
-        rows = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>"
-                       for k, v in self.items())
-        return f"<table><caption>{type(self).__name__}</caption>{rows}</table>"
+        return _html_table(type(self).__name__, self.items())
 
 
 class SaveResult(AttrDict):

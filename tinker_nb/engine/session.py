@@ -98,8 +98,7 @@ class TrainingSession:
         self.sample_generator.manual_seed(secrets.randbits(63))
         self.accountant = PrivacyAccountant(
             dp=dp, batch_size=config.batch_size, odometer=odometer or PrivacyOdometer(":memory:"), tenant=tenant,
-            client_id=self.session_id, noise_fixed=noise_seed is not None)
-        self.accountant.set_plan(epochs=config.epochs)
+            client_id=self.session_id, noise_fixed=noise_seed is not None, epochs=config.epochs)
         self.source: DataSource | None = None
         self.metrics_history: list[dict[str, Any]] = []
         self._pending_tokens = 0
@@ -140,7 +139,6 @@ class TrainingSession:
         if self.closed:
             raise StateError("this training client is closed; create a new one with service.create_training_client().")
 
-    _check_open = check_open
 
     def encode_text(self, text: Any, *, for_training: bool = True) -> list[int]:
         """The one tokenisation rule (engine/tokenize.py): training text gets BOS and EOS; prompts BOS only."""

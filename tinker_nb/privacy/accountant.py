@@ -21,6 +21,7 @@ Torch-free: this module and :mod:`tinker_nb.accounting` are all a verifier needs
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ import numpy as np
 from .. import accounting
 from ..config import DPConfig
 from ..errors import BudgetExceededError, ConfigError, StateError
+from ..run_record import sampling_label
 from .odometer import CALLER_POOL, Composition, PrivacyOdometer, dataset_pool
 
 __all__ = ["PrivacyAccountant", "StepCharge"]
@@ -92,7 +94,7 @@ class _LivePLD:
 
         self.base, self.sigma, self.q, self.delta, self.interval = base, sigma, q, delta, interval
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tinker-nb-live-eps")
-        self._lock = __import__("threading").Lock()
+        self._lock = threading.Lock()
         self._values: dict[int, float] = {}
         self._pld: Any = None
         self._k = -1
@@ -157,13 +159,14 @@ class PrivacyAccountant:
     """σ, q, C, δ, the budget and the provenance of every step of one training client."""
 
     def __init__(self, *, dp: DPConfig | None, batch_size: int, odometer: PrivacyOdometer, tenant: str,
-                 client_id: str, noise_fixed: bool) -> None:
+                 client_id: str, noise_fixed: bool, epochs: float = 1.0) -> None:
         self.dp = dp
         self.batch_size = int(batch_size)
         self.odometer = odometer
         self.tenant = tenant
         self.client_id = client_id
         self.noise_fixed = bool(noise_fixed)
+        self.epochs = float(epochs)  # the plan σ is calibrated for when only target_epsilon is given
         self.sigma: float | None = dp.noise_multiplier if dp else None
         self.max_grad_norm: float | None = dp.max_grad_norm if dp else None
         self.delta: float | None = dp.target_delta if dp else None
@@ -209,7 +212,7 @@ class PrivacyAccountant:
                 raise ConfigError(f"target_delta {dp.target_delta:g} must be < 1/N = {1.0 / size:.3g} for a "
                                   "meaningful guarantee; lower target_delta (e.g. 1/(10*N)).")
             if sigma is None:
-                planned = accounting.steps_for_epochs(sample_rate=q, epochs=self._epochs)
+                planned = accounting.steps_for_epochs(sample_rate=q, epochs=self.epochs)
                 assert dp.target_epsilon is not None  # DPConfig requires noise_multiplier or target_epsilon
                 sigma = accounting.calibrate_noise_multiplier(
                     target_epsilon=dp.target_epsilon, delta=dp.target_delta, sample_rate=q, steps=planned,
@@ -253,19 +256,10 @@ class PrivacyAccountant:
         self._live = _LivePLD(base, self.sigma, self.sample_rate, self.dp.target_delta, interval)
         self._live.prefetch(1)
 
-    _epochs: float = 1.0
-
-    def set_plan(self, *, epochs: float) -> None:
-        self._epochs = float(epochs)
-
     # ---------------------------------------------------------------- the budget
     def _admit(self, cur: Composition, prop: Composition) -> None:
-        if self.target is None or self.dp is None:
-            return
-        delta = self.dp.target_delta
-        if prop.unprotected_steps:
-            self._refuse(cur, prop)
-        if self._rdp.epsilon(prop, delta) <= self.target:  # RDP is an upper bound: fits for sure
+        """Budget check of this client's pool: cheap RDP, then the cached headroom, then an exact check."""
+        if self._admit_cheaply(cur, prop):
             return
         if self._headroom is not None and self.sigma is not None and self.sample_rate is not None:
             base, room = self._headroom
@@ -275,24 +269,29 @@ class PrivacyAccountant:
                     return
                 self._refuse(cur, prop)
         # Someone else charged the pool, or a caller-supplied step: an exact check (and new headroom).
-        rep = self._report(prop)
-        if rep.epsilon > self.target:
-            self._refuse(cur, prop, rep)
+        self._admit_exact(cur, prop)
+        assert self.dp is not None and self.target is not None
         if self.sigma is not None and self.sample_rate is not None and prop.gaussian_mu2 == cur.gaussian_mu2:
             room = accounting.max_steps_within(
-                noise_multiplier=self.sigma, sample_rate=self.sample_rate, target_epsilon=self.target, delta=delta,
-                accountant=self.accountant_name, prior=list(cur.poisson), prior_mu2=cur.gaussian_mu2)
+                noise_multiplier=self.sigma, sample_rate=self.sample_rate, target_epsilon=self.target,
+                delta=self.dp.target_delta, accountant=self.accountant_name, prior=list(cur.poisson),
+                prior_mu2=cur.gaussian_mu2)
             self._headroom = (cur, room)
 
-    def _admit_exact(self, cur: Composition, prop: Composition) -> None:
-        """Budget check without the per-pool headroom cache (for the extra pools of a superset run)."""
+    def _admit_cheaply(self, cur: Composition, prop: Composition) -> bool:
+        """True when the step surely fits (no target, or the RDP bound fits); refuses unprotected pools."""
         if self.target is None or self.dp is None:
-            return
+            return True
         if prop.unprotected_steps:
             self._refuse(cur, prop)
-        if self._rdp.epsilon(prop, self.dp.target_delta) <= self.target:
+        return self._rdp.epsilon(prop, self.dp.target_delta) <= self.target  # RDP is an upper bound
+
+    def _admit_exact(self, cur: Composition, prop: Composition) -> None:
+        """Budget check without the per-pool headroom cache (also for the extra pools of a superset run)."""
+        if self._admit_cheaply(cur, prop):
             return
         rep = self._report(prop)
+        assert self.target is not None
         if rep.epsilon > self.target:
             self._refuse(cur, prop, rep)
 
@@ -407,14 +406,11 @@ class PrivacyAccountant:
         return self.odometer.composition(self.tenant, self.pool)
 
     def sampling(self) -> str:
-        kinds = {k for k, n in self.sources.items() if n}
-        if not kinds:
-            return "poisson" if self.pool not in (None, CALLER_POOL) else "none"
-        if kinds == {"poisson"}:
+        """The run record's sampling label (before any step: what an attached data set will give)."""
+        kinds = [k for k, n in self.sources.items() if n]
+        if not kinds and self.pool not in (None, CALLER_POOL):
             return "poisson"
-        if kinds == {"caller-supplied"}:
-            return "caller-supplied"
-        return "mixed (poisson and caller-supplied)"
+        return sampling_label(kinds)
 
     def live_epsilon(self) -> float | None:
         """A cheap upper bound on the pool's ε after the latest step (RDP, or an exact value already known)."""
