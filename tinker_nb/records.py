@@ -35,7 +35,7 @@ from typing import Any
 
 from .errors import DataError
 
-__all__ = ["ROLES", "normalize_record", "normalize_records", "record_kind"]
+__all__ = ["ROLES", "charge_also_subsets", "normalize_record", "normalize_records", "record_kind"]
 
 ROLES = ("system", "user", "assistant", "tool")
 _TOKEN_KEYS = ("input_ids", "labels", "attention_mask")
@@ -65,6 +65,19 @@ def normalize_records(obj: Any) -> list:
     if not out:
         raise DataError(f"the data set is empty; {_HELP}.")
     return out
+
+
+def charge_also_subsets(charge_also: Any) -> list:
+    """The record collections of ``attach_dataset(..., charge_also=...)``: one collection, or a list of them.
+
+    A list whose first element is itself a list or tuple is a list of collections; anything else (a list of
+    records, a pandas object, a path, a ``datasets`` object) is one collection. ``None`` gives none.
+    """
+    if charge_also is None:
+        return []
+    if isinstance(charge_also, (list, tuple)) and (not charge_also or isinstance(charge_also[0], (list, tuple))):
+        return list(charge_also)
+    return [charge_also]
 
 
 def normalize_record(record: Any, index: int = 0) -> Any:

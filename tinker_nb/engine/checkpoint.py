@@ -125,4 +125,5 @@ def restore_session(session: TrainingSession, blobs: dict[str, bytes]) -> dict[s
         for g, saved in zip(session.optimizer.param_groups, state["optimizer"]["param_groups"]):
             g.update({k: (tuple(v) if isinstance(v, list) else v) for k, v in saved.items()})
     session.acc.reset()
+    session.accountant.adopt_checkpoint(state)  # what the weights were trained on counts for this client now
     return state

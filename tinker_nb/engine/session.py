@@ -32,7 +32,7 @@ from ..config import TrainingConfig
 from ..errors import ConfigError, DataError, StateError
 from ..events import EventBus
 from ..privacy import PrivacyAccountant, PrivacyOdometer
-from ..records import normalize_records
+from ..records import charge_also_subsets, normalize_records
 from ..types import DPMetrics, ForwardBackwardResult, ForwardResult, OptimStepResult
 from .batches import IGNORE_INDEX, Batch, collate, to_batch
 from .data_source import DataSource, Draw
@@ -50,15 +50,14 @@ BUDGET_WARN_FRACTION = 0.8
 
 
 def _fingerprints(b: Batch) -> list[bytes]:
-    """One SHA-256 per example of its tokens and labels (tells records apart for participation counts)."""
+    """One SHA-256 per example of its tokens (tells records apart for participation counts).
+
+    Labels are left out on purpose: the same tokens under another label mask are the same person's record
+    (its gradient still depends on them), so they must add to the same record's count.
+    """
     out = []
-    for ids, mask, labels in zip(b.input_ids.tolist(), b.attention_mask.tolist(), b.labels.tolist()):
-        keep = [i for i, m in enumerate(mask) if m]
-        h = hashlib.sha256()
-        h.update(repr([ids[i] for i in keep]).encode())
-        h.update(b"|")
-        h.update(repr([labels[i] for i in keep]).encode())
-        out.append(h.digest())
+    for ids, mask in zip(b.input_ids.tolist(), b.attention_mask.tolist()):
+        out.append(hashlib.sha256(repr([t for t, m in zip(ids, mask) if m]).encode()).digest())
     return out
 
 
@@ -183,8 +182,7 @@ class TrainingSession:
             from ..privacy import dataset_pool
             from .data_source import dataset_digest
 
-            subsets = [charge_also] if not isinstance(charge_also, (list, tuple)) or (
-                charge_also and not isinstance(charge_also[0], (list, tuple))) else list(charge_also)
+            subsets = charge_also_subsets(charge_also)
             have = {tuple(e["input_ids"]) + tuple(e.get("labels", ())) for e in examples}
             for sub in subsets:
                 sub_ex = [self._encode_record(i, r) for i, r in enumerate(normalize_records(sub))]

@@ -185,7 +185,9 @@ class PrivacyAccountant:
         self._rdp = _Rdp()
         self._headroom: tuple[Composition, int] | None = None  # (base composition, steps of (σ, q) that fit)
         self._live: _LivePLD | None = None
-        self.extra_pools: list[str] = []  # subsets of the attached data set: every Poisson step is theirs too
+        self.extra_pools: list[str] = []  # subsets of the attached data set: every step is charged to them too
+        self.inherited = False  # weights loaded from a checkpoint that was trained (load_state)
+        self.inherited_noise_fixed = False  # ... by a client whose noise seed the caller fixed
         self._exact: dict[tuple[Any, ...], accounting.EpsilonReport] = {}
 
     # ---------------------------------------------------------------- setup
@@ -196,9 +198,12 @@ class PrivacyAccountant:
         """
         if self.pool is not None and self.pool != CALLER_POOL:
             raise StateError("a data set is already attached to this client; create a new client for another data set.")
-        if self.steps:
-            raise StateError("this client already took caller-supplied steps; attach the data set to a new client "
-                             "so that its budget covers every step that used it.")
+        if self.steps or self._pending is not None or (self.dp is not None and (self.pool is not None or self.inherited)):
+            # The weights already hold caller-supplied steps (taken, accumulated, or loaded from a checkpoint):
+            # re-binding to a data set's pool would drop them from what this client reports and certifies.
+            raise StateError("this client already took (or accumulated, or loaded weights trained with) "
+                             "caller-supplied steps; attach the data set to a new client, before any load_state, "
+                             "so that its budget covers every step behind the weights.")
         q = self.batch_size / size
         if q > 1:
             raise ConfigError(f"batch_size {self.batch_size} is larger than the data set ({size} records); "
@@ -218,7 +223,7 @@ class PrivacyAccountant:
                     target_epsilon=dp.target_epsilon, delta=dp.target_delta, sample_rate=q, steps=planned,
                     accountant=self.accountant_name)
             spent = self.odometer.composition(self.tenant, pool)
-            if spent.unprotected_steps and self.target is not None:
+            if spent.unprotected_steps:  # with or without a target: no finite ε holds for this data set
                 raise BudgetExceededError(
                     f"this data set was trained on WITHOUT differential privacy in this workspace "
                     f"({spent.unprotected_steps} steps by a client with dp_config=None): its ε is unbounded, so no "
@@ -280,10 +285,15 @@ class PrivacyAccountant:
 
     def _admit_cheaply(self, cur: Composition, prop: Composition) -> bool:
         """True when the step surely fits (no target, or the RDP bound fits); refuses unprotected pools."""
-        if self.target is None or self.dp is None:
+        if self.dp is None:
             return True
         if prop.unprotected_steps:
-            self._refuse(cur, prop)
+            raise BudgetExceededError(
+                f"this data set was trained on WITHOUT differential privacy in this workspace "
+                f"({prop.unprotected_steps} steps by a client with dp_config=None): its ε is unbounded, so no DP "
+                "step can be admitted. Nothing was changed.")
+        if self.target is None:
+            return True
         return self._rdp.epsilon(prop, self.dp.target_delta) <= self.target  # RDP is an upper bound
 
     def _admit_exact(self, cur: Composition, prop: Composition) -> None:
@@ -322,17 +332,18 @@ class PrivacyAccountant:
             raise StateError("a step is already being accumulated; call optim_step() before the next draw.")
         kind = "poisson"
         if self.dp is None:  # a release without DP: the data set's ε becomes unbounded, for every client
-            self.odometer.charge_unprotected(self.tenant, self.pool, self.client_id)
+            for pool in (self.pool, *self.extra_pools):  # the subsets' own pools too (their records were in it)
+                self.odometer.charge_unprotected(self.tenant, pool, self.client_id)
             self._pending = kind
             return StepCharge(kind, self.pool, self.own)
         assert self.sigma is not None
         comp = self.odometer.charge(self.tenant, self.pool, self.client_id, poisson=(self.sigma, self.sample_rate),
-                                    admit=self._admit)
+                                    noise_known=self.noise_fixed, admit=self._admit)
         for extra in self.extra_pools:
             # A record of a subset joins each Poisson step of the superset with the same rate q: the same
             # mechanism, charged to the subset's own pool (its budget is checked too; the main charge stands).
             self.odometer.charge(self.tenant, extra, self.client_id, poisson=(self.sigma, self.sample_rate),
-                                 admit=self._admit_exact)
+                                 noise_known=self.noise_fixed, admit=self._admit_exact)
         self.own = self.own.add_poisson(self.sigma, self.sample_rate)
         self._pending = kind
         return StepCharge(kind, self.pool, comp)
@@ -349,7 +360,8 @@ class PrivacyAccountant:
         fps = list(fingerprints)
         if self.dp is None:
             if self.pool is not None and self.pool != CALLER_POOL:  # own batches next to an attached data set
-                self.odometer.charge_unprotected(self.tenant, self.pool, self.client_id)
+                for pool in (self.pool, *self.extra_pools):
+                    self.odometer.charge_unprotected(self.tenant, pool, self.client_id)
             self._pending = "caller-supplied"
             return None
         if self.sigma is None:
@@ -368,7 +380,13 @@ class PrivacyAccountant:
         new_max = max([self._mu2_max, *new_rec.values()])
         inc = new_max - self._mu2_max
         if inc > 0:
-            comp = self.odometer.charge(self.tenant, pool, self.client_id, gaussian_mu2=inc, admit=self._admit)
+            comp = self.odometer.charge(self.tenant, pool, self.client_id, gaussian_mu2=inc,
+                                        noise_known=self.noise_fixed, admit=self._admit)
+            for extra in self.extra_pools:
+                # The caller's batch may hold records of a subset (charge_also): their own pool gets the same
+                # increase (an upper bound on any of its records' μ² increase).
+                self.odometer.charge(self.tenant, extra, self.client_id, gaussian_mu2=inc,
+                                     noise_known=self.noise_fixed, admit=self._admit_exact)
         else:
             comp = self.odometer.composition(self.tenant, pool)
         # admitted: commit the counts
@@ -380,6 +398,27 @@ class PrivacyAccountant:
             self.pool = CALLER_POOL
         self._pending = "caller-supplied"
         return StepCharge("caller-supplied", pool, comp)
+
+    def adopt_checkpoint(self, state: dict[str, Any]) -> None:
+        """``load_state`` restored weights with this run record: what they were trained on now counts here.
+
+        Weights trained on caller-supplied batches without a data set bind this client to the tenant's
+        caller-supplied pool (its ε is what those weights carry); weights trained with a caller-fixed
+        noise seed make this client's accounting invalid. Nothing is ever lowered.
+        """
+        trained = bool(state.get("pool") or state.get("step") or state.get("history") or state.get("gaussian_mu2"))
+        if not trained:
+            return
+        self.inherited = True
+        if state.get("noise_seed_fixed"):
+            self.inherited_noise_fixed = True
+        if self.dp is not None and self.pool is None and state.get("pool") == CALLER_POOL:
+            self.pool = CALLER_POOL
+
+    def noise_known(self, comp: Composition | None = None) -> bool:
+        """True when some noise behind these weights or this pool came from a caller-fixed seed."""
+        comp = self.pool_composition() if comp is None else comp
+        return self.noise_fixed or self.inherited_noise_fixed or comp.noise_known_clients > 0
 
     @property
     def pending(self) -> str | None:
@@ -500,13 +539,22 @@ class PrivacyAccountant:
         if self.noise_fixed:
             valid = False
             notes.append("the noise seed was fixed by the caller: anyone who knows it can remove the noise.")
+        elif self.inherited_noise_fixed:
+            valid = False
+            notes.append("the loaded checkpoint was trained with a noise seed fixed by the caller: anyone who knows "
+                         "it can remove that noise from these weights.")
+        elif comp.noise_known_clients:
+            valid = False
+            notes.append(f"{comp.noise_known_clients} client(s) trained on this data set with a noise seed fixed by "
+                         "the caller: anyone who knows it can remove their noise, so the data set's ε is not a "
+                         "valid guarantee any more.")
         return valid, notes
 
     def state_dict(self) -> dict[str, Any]:
         """This client's provenance (for a checkpoint's run record). Loading it never lowers any ε."""
         return {"client_id": self.client_id, "steps": self.steps, "sources": dict(self.sources),
                 "own": self.own.to_dict(), "pool": self.pool, "sigma": self.sigma, "sample_rate": self.sample_rate,
-                "noise_fixed": self.noise_fixed}
+                "noise_fixed": self.noise_known()}
 
 
 def _extra_steps(base: Composition, comp: Composition, sigma: float, q: float) -> int | None:

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,13 @@ CREATE TRIGGER IF NOT EXISTS charges_never_shrink BEFORE UPDATE ON charges
   BEGIN SELECT RAISE(ABORT, 'privacy charges never decrease'); END;
 CREATE TRIGGER IF NOT EXISTS charges_never_deleted BEFORE DELETE ON charges
   BEGIN SELECT RAISE(ABORT, 'privacy charges are never deleted'); END;
+CREATE TABLE IF NOT EXISTS known_noise (
+  tenant TEXT NOT NULL, pool TEXT NOT NULL, client TEXT NOT NULL, created REAL NOT NULL,
+  PRIMARY KEY (tenant, pool, client));
+CREATE TRIGGER IF NOT EXISTS known_noise_never_changed BEFORE UPDATE ON known_noise
+  BEGIN SELECT RAISE(ABORT, 'known-noise marks never change'); END;
+CREATE TRIGGER IF NOT EXISTS known_noise_never_deleted BEFORE DELETE ON known_noise
+  BEGIN SELECT RAISE(ABORT, 'known-noise marks are never deleted'); END;
 """
 
 
@@ -59,7 +66,9 @@ class Composition:
 
     ``poisson`` is a run-length list of ``(σ, q, steps)`` (order does not matter: composition commutes);
     ``gaussian_mu2`` is the μ² of the worst-case record over caller-supplied steps (μ-GDP, no
-    amplification); ``version`` counts the charges the pool has received.
+    amplification); ``version`` counts the charges the pool has received; ``noise_known_clients`` counts
+    the clients that charged the pool with a noise seed fixed by the caller (``noise_seed=``): whoever
+    knows such a seed can remove that noise, so no run on the pool is a valid guarantee any more.
     """
 
     poisson: tuple[tuple[float, float, int], ...] = ()
@@ -67,6 +76,7 @@ class Composition:
     version: int = 0
     by_client: dict[str, int] = field(default_factory=dict, compare=False)
     unprotected_steps: int = 0  # steps a client took on this data set WITHOUT DP: ε is unbounded
+    noise_known_clients: int = 0  # clients whose noise seed was fixed by the caller charged this pool
 
     @property
     def steps(self) -> int:
@@ -79,15 +89,13 @@ class Composition:
     def add_poisson(self, sigma: float, q: float, n: int = 1) -> Composition:
         runs = dict(((s, qq), k) for s, qq, k in self.poisson)
         runs[(float(sigma), float(q))] = runs.get((float(sigma), float(q)), 0) + int(n)
-        return Composition(tuple(sorted((s, qq, k) for (s, qq), k in runs.items())), self.gaussian_mu2,
-                           self.version, self.by_client, self.unprotected_steps)
+        return replace(self, poisson=tuple(sorted((s, qq, k) for (s, qq), k in runs.items())))
 
     def add_gaussian(self, mu2: float) -> Composition:
-        return Composition(self.poisson, self.gaussian_mu2 + float(mu2), self.version, self.by_client,
-                           self.unprotected_steps)
+        return replace(self, gaussian_mu2=self.gaussian_mu2 + float(mu2))
 
     def add_unprotected(self, n: int = 1) -> Composition:
-        return Composition(self.poisson, self.gaussian_mu2, self.version, self.by_client, self.unprotected_steps + n)
+        return replace(self, unprotected_steps=self.unprotected_steps + n)
 
     def report(self, *, delta: float, accountant: str = "pld") -> accounting.EpsilonReport:
         """ε of everything in this composition at ``delta`` (min of the accountant's and RDP's bounds).
@@ -102,7 +110,7 @@ class Composition:
 
     def to_dict(self) -> dict[str, Any]:
         return {"poisson": [list(h) for h in self.poisson], "gaussian_mu2": self.gaussian_mu2, "steps": self.steps,
-                "unprotected_steps": self.unprotected_steps}
+                "unprotected_steps": self.unprotected_steps, "noise_known_clients": self.noise_known_clients}
 
 
 class PrivacyOdometer:
@@ -162,7 +170,9 @@ class PrivacyOdometer:
                 comp = comp.add_unprotected(int(steps))
             elif mu2 > 0:
                 comp = comp.add_gaussian(mu2)
-        return Composition(comp.poisson, comp.gaussian_mu2, version, by_client, comp.unprotected_steps)
+        kw = "tenant=? AND pool=?" + (" AND client=?" if client is not None else "")
+        known = int(db.execute(f"SELECT COUNT(*) FROM known_noise WHERE {kw}", args).fetchone()[0])
+        return replace(comp, version=version, by_client=by_client, noise_known_clients=known)
 
     def composition(self, tenant: str, pool: str, *, client: str | None = None) -> Composition:
         """Everything charged to ``pool`` (by every client, or by ``client`` only)."""
@@ -200,12 +210,13 @@ class PrivacyOdometer:
                 raise
 
     def charge(self, tenant: str, pool: str, client: str, *, poisson: tuple[float, float] | None = None,
-               gaussian_mu2: float = 0.0,
+               gaussian_mu2: float = 0.0, noise_known: bool = False,
                admit: Callable[[Composition, Composition], None] | None = None) -> Composition:
         """Record one step: a Poisson step ``(σ, q)`` and/or a caller-supplied μ² increase.
 
         ``admit(current, proposed)`` runs inside the write transaction and may raise (for instance
-        :class:`~tinker_nb.errors.BudgetExceededError`): then nothing is recorded.
+        :class:`~tinker_nb.errors.BudgetExceededError`): then nothing is recorded. ``noise_known``: the
+        step's noise came from a caller-fixed seed; the pool is marked for good (every run on it is invalid).
         """
         if poisson is None and gaussian_mu2 <= 0:
             raise ConfigError("a charge needs a Poisson step or a positive caller-supplied μ².")
@@ -239,10 +250,12 @@ class PrivacyOdometer:
                         "sample_rate) DO UPDATE SET steps = steps + 1, mu2 = mu2 + excluded.mu2, "
                         "updated = excluded.updated",
                         (tenant, pool, client, float(gaussian_mu2), now))
+                if noise_known:
+                    db.execute("INSERT OR IGNORE INTO known_noise (tenant, pool, client, created) VALUES (?, ?, ?, ?)",
+                               (tenant, pool, client, now))
                 db.execute("UPDATE pools SET version = version + 1 WHERE tenant=? AND pool=?", (tenant, pool))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            return Composition(prop.poisson, prop.gaussian_mu2, cur.version + 1, prop.by_client,
-                               prop.unprotected_steps)
+            return self._read(db, tenant, pool)

@@ -607,9 +607,15 @@ class RemoteTrainingClient(TrainingClient):
         return self._session_view
 
     # -- data ----------------------------------------------------------------------------------------
-    def attach_dataset(  # type: ignore[override]  # dataset_id= instead of charge_also= (not over HTTP yet)
-            self, records: Sequence[Any] | None = None, *, dataset_id: str | None = None) -> dict:
-        """Upload the private records (once; stored encrypted on the server) or attach an uploaded ``dataset_id``."""
+    def attach_dataset(
+            self, records: Sequence[Any] | None = None, *, dataset_id: str | None = None,
+            charge_also: Any = None) -> dict:
+        """Upload the private records (once; stored encrypted on the server) or attach an uploaded ``dataset_id``.
+
+        ``charge_also``: as in-kernel, record collections contained in the attached records (e.g. your data
+        inside a privacy audit run that adds canaries) whose own budgets every step charges too; they are
+        sent to the server, which checks that each one is part of the attached records.
+        """
         if (records is None) == (dataset_id is None):
             raise ConfigError("pass the records, or dataset_id= of a data set uploaded with upload_dataset().")
         body: dict[str, Any]
@@ -617,6 +623,11 @@ class RemoteTrainingClient(TrainingClient):
             body = {"records": _normalise(records)}
         else:
             body = {"dataset_id": dataset_id}
+        from ..records import charge_also_subsets
+
+        subsets = [_normalise(sub) for sub in charge_also_subsets(charge_also)]
+        if subsets:
+            body["charge_also"] = subsets
         return dict(self._call("attach_dataset", "dataset", body))
 
     def poisson_batches(  # type: ignore[override]  # draws stay on the server: opaque handles

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,10 +44,16 @@ class DatasetBody(_Body):
 
 
 class AttachBody(_Body):
-    """Attach an uploaded data set (``dataset_id``), or upload and attach ``records`` in one call."""
+    """Attach an uploaded data set (``dataset_id``), or upload and attach ``records`` in one call.
+
+    ``charge_also``: record collections contained in the attached records (e.g. your data inside a privacy
+    audit run that adds canaries); every step is charged to each one's own budget as well.
+    """
 
     dataset_id: str | None = Field(default=None, max_length=100)
     records: list[Record] | None = Field(default=None, min_length=1)
+    charge_also: list[Annotated[list[Record], Field(min_length=1)]] | None = Field(default=None, min_length=1,
+                                                                                  max_length=64)
 
 
 class DrawsBody(_Body):

@@ -252,7 +252,7 @@ def build_router(state: ServerState) -> APIRouter:
 
         def run():
             records = _load_dataset(p.tenant, ds["dataset_id"])
-            info = rn.tc.attach_dataset(records)
+            info = rn.tc.attach_dataset(records, charge_also=body.charge_also)
             out = dict(to_jsonable(info)) if isinstance(to_jsonable(info), dict) else {"info": to_jsonable(info)}
             out["dataset_id"] = ds["dataset_id"]
             rn.dataset = {"dataset_id": ds["dataset_id"], "records": len(records)}

@@ -57,8 +57,9 @@ def make_certificate(*, training_config: dict[str, Any], history: list[Any], ste
                      "without amplification (μ-GDP), valid only if which steps a record takes part in does not "
                      "depend on any record's contents; the library cannot check that, so accounting_valid is false.")
     if noise_seed_fixed:
-        notes.append("the noise seed was fixed by the caller: anyone who knows it can remove the noise; the stated "
-                     "ε is NOT a valid guarantee.")
+        notes.append("a noise seed was fixed by a caller (this run's, the loaded checkpoint's, or another run's on "
+                     "this data set): anyone who knows it can remove that noise; the stated ε is NOT a valid "
+                     "guarantee.")
     c = float(dp["max_grad_norm"])
     total_steps = sum(n for _, _, n in hist)
     statement = (f"Trained with DP-SGD for {steps} steps (noise multiplier σ={_g(sigma)}, clipping norm C={_g(c)}, "
@@ -80,7 +81,8 @@ def make_certificate(*, training_config: dict[str, Any], history: list[Any], ste
         "accountant_parameters": {"pld_value_discretization_interval": rep.pld_value_interval
                                   or accounting.PLD_DISCRETIZATION, "rdp_orders": list(accounting.RDP_ORDERS)},
         "adjacency": ADJACENCY, "sampling": sampling,
-        "noise_seed": "fixed by the caller" if noise_seed_fixed else "secret (AES-256-CTR keystream, key from the OS, "
+        "noise_seed": "fixed by a caller (this run, the checkpoint it loaded, or another run on this data set)"
+                      if noise_seed_fixed else "secret (AES-256-CTR keystream, key from the OS, "
                                                                      "never stored)",
         "accounting_valid": valid, "notes": notes, "library": library, "statement": statement,
     }

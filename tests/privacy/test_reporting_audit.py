@@ -1,0 +1,207 @@
+"""Adversarial audit of what reports privacy (metrics, certificates, the audit runner): public calls only.
+
+Each test is one way a public call made a reported ε smaller than what was spent, or called a run valid
+when it was not; each failed before its fix (see the commit that added it).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tinker_nb import (
+    BudgetExceededError,
+    DPConfig,
+    LoRAConfig,
+    ServiceClient,
+    StateError,
+    TrainingConfig,
+    accounting,
+)
+
+RECORDS = [f"record {i}: the patient in bed {i % 9} reports symptom {i % 5}" for i in range(40)]
+
+
+def _cfg(model, **kw):
+    base = dict(model_ref=model, lora_config=LoRAConfig(rank=2, alpha=4, target_modules=("q_proj", "v_proj")),
+                dp_config=DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, target_epsilon=30.0, target_delta=1e-3),
+                batch_size=4, learning_rate=1e-2)
+    base.update(kw)
+    return TrainingConfig(**base)
+
+
+def _step(tc, batch):
+    tc.forward_backward(batch)
+    return tc.optim_step().result()
+
+
+def _recipient():
+    from tinker_nb.security.kem import RecipientIdentity
+
+    return RecipientIdentity.generate().public_key()
+
+
+def _certificate(path):
+    from tinker_nb.tgsp import inspect_package
+
+    return inspect_package(path)["dp_certificate.json"]
+
+
+# -- A. a fresh client that loads a caller-supplied checkpoint ----------------------------------------
+def test_a_fresh_client_that_loads_caller_supplied_weights_reports_their_budget(tiny_model, tmp_path):
+    """Weights trained on caller-supplied batches, loaded into a fresh client: ε was reported 0 and valid."""
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    a = svc.create_training_client(_cfg(tiny_model))
+    for _ in range(3):
+        _step(a, RECORDS[:4])
+    spent = a.get_dp_metrics().epsilon_spent
+    assert spent > 0
+    saved = a.save_state("caller-trained")
+    a.close()
+
+    b = svc.create_training_client(_cfg(tiny_model))
+    b.load_state(saved.artifact_id)
+    m = b.get_dp_metrics()
+    assert m.epsilon_spent == pytest.approx(spent)  # the weights carry those steps
+    assert not m.accounting_valid
+    b.package(tmp_path / "b.tgsp", recipients=[_recipient()])
+    cert = _certificate(tmp_path / "b.tgsp")
+    assert cert["epsilon"] == pytest.approx(spent, rel=1e-3)
+    assert cert["accounting_valid"] is False
+    b.close()
+
+
+def test_attach_after_loading_or_passing_caller_batches_is_refused(tiny_model, tmp_path):
+    """A client whose weights hold caller-supplied steps cannot re-label itself a Poisson run of a data set."""
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    a = svc.create_training_client(_cfg(tiny_model))
+    _step(a, RECORDS[:4])
+    saved = a.save_state("caller-trained")
+    a.close()
+
+    b = svc.create_training_client(_cfg(tiny_model))
+    b.load_state(saved.artifact_id)
+    with pytest.raises(StateError):
+        b.attach_dataset(RECORDS)
+    b.close()
+
+    c = svc.create_training_client(_cfg(tiny_model))
+    c.forward_backward(RECORDS[:4]).result()  # accumulated and charged to the caller-supplied pool, not released
+    with pytest.raises(StateError):
+        c.attach_dataset(RECORDS)
+    c.close()
+
+
+# -- B. charge_also (a superset run, e.g. a privacy audit on real data) --------------------------------
+def test_a_non_dp_superset_run_makes_the_subsets_epsilon_unbounded(tiny_model, tmp_path):
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    subset = RECORDS[:30]
+    plain = svc.create_training_client(_cfg(tiny_model, dp_config=None))
+    plain.attach_dataset(RECORDS, charge_also=subset)
+    draws = plain.poisson_batches(steps=3)
+    for d in draws:
+        if plain.forward_backward(d).result().examples:
+            plain.optim_step().result()
+            break
+    plain.close()
+    late = svc.create_training_client(_cfg(tiny_model))
+    with pytest.raises(BudgetExceededError, match="WITHOUT differential privacy"):
+        late.attach_dataset(subset)
+    late.close()
+
+
+def test_a_non_dp_privacy_audit_on_real_data_makes_the_datas_epsilon_unbounded(tiny_model, tmp_path):
+    from tinker_nb.privacy_audit import audit_privacy
+
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    data = RECORDS[:24]
+    audit_privacy(_cfg(tiny_model, dp_config=None), data, n_canaries=8, on_real_data=True, service=svc,
+                  steps=2, seed=3)
+    late = svc.create_training_client(_cfg(tiny_model))
+    with pytest.raises(BudgetExceededError, match="WITHOUT differential privacy"):
+        late.attach_dataset(data)
+    late.close()
+
+
+def test_caller_batches_of_a_superset_run_are_charged_to_the_subset_too(tiny_model, tmp_path):
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    subset = RECORDS[:30]
+    tc = svc.create_training_client(_cfg(tiny_model))
+    tc.attach_dataset(RECORDS, charge_also=subset)
+    _step(tc, subset[:4])  # the caller's own batch, drawn from the subset
+    tc.close()
+    other = svc.create_training_client(_cfg(tiny_model))
+    other.attach_dataset(subset)
+    m = other.get_dp_metrics()
+    assert m.caller_supplied_mu2 == pytest.approx(1.0) and m.epsilon_spent > 0
+    assert not m.accounting_valid
+    other.close()
+
+
+# -- C. participation counting: a record is its tokens, whatever its label mask -----------------------
+def test_the_same_tokens_under_another_label_mask_are_the_same_record(tiny_model, tmp_path):
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    tc = svc.create_training_client(_cfg(tiny_model))
+    ids = tc.session.encode_text(RECORDS[0])
+    masked = [-100] + ids[1:]
+    _step(tc, [{"input_ids": ids, "labels": ids}])
+    _step(tc, [{"input_ids": ids, "labels": masked}])
+    assert tc.get_dp_metrics().caller_supplied_mu2 == pytest.approx(2.0)  # k=2 participations at σ=1
+    _step(tc, [{"input_ids": ids, "labels": ids}, {"input_ids": ids, "labels": masked}])
+    assert tc.get_dp_metrics().caller_supplied_mu2 == pytest.approx(2.0 + 4.0)  # m=2 in one step: m²/σ²
+    tc.close()
+
+
+# -- D. a fixed noise seed on a data set invalidates every run on it ----------------------------------
+def test_a_seeded_client_on_the_data_set_invalidates_every_clients_accounting(tiny_model, tmp_path):
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    seeded = svc.create_training_client(_cfg(tiny_model), noise_seed=7)
+    seeded.attach_dataset(RECORDS)
+    _step(seeded, next(seeded.poisson_batches(steps=1)))
+    saved = seeded.save_state("seeded")
+    seeded.close()
+
+    tc = svc.create_training_client(_cfg(tiny_model))
+    tc.attach_dataset(RECORDS)
+    _step(tc, next(tc.poisson_batches(steps=1)))
+    m = tc.get_dp_metrics()
+    assert not m.accounting_valid and any("seed" in n for n in m.notes)
+    tc.package(tmp_path / "t.tgsp", recipients=[_recipient()])
+    cert = _certificate(tmp_path / "t.tgsp")
+    assert cert["accounting_valid"] is False and "fixed" in cert["noise_seed"]
+    tc.load_state(saved.artifact_id)  # the seeded weights themselves
+    assert not tc.get_dp_metrics().accounting_valid
+    tc.close()
+    budgets = {b["pool"]: b for b in svc.privacy_budgets()}
+    assert any(b.get("noise_known_clients") for b in budgets.values())
+
+
+# -- E. an unbounded data set admits no DP step, with or without a target ------------------------------
+def test_a_dp_client_without_a_target_cannot_attach_a_data_set_trained_without_dp(tiny_model, tmp_path):
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    plain = svc.create_training_client(_cfg(tiny_model, dp_config=None))
+    plain.attach_dataset(RECORDS)
+    d = next(plain.poisson_batches(steps=1))
+    plain.forward_backward(d).result()
+    plain.close()
+    no_target = svc.create_training_client(
+        _cfg(tiny_model, dp_config=DPConfig(noise_multiplier=1.0, target_delta=1e-3)))
+    with pytest.raises(BudgetExceededError, match="WITHOUT differential privacy"):
+        no_target.attach_dataset(RECORDS)
+    no_target.close()
+
+
+def test_reported_epsilon_after_a_refused_caller_step_is_unchanged(tiny_model, tmp_path):
+    """A caller-supplied step the budget refuses charges nothing (the μ² of its records is not committed)."""
+    cfg = _cfg(tiny_model, dp_config=DPConfig(noise_multiplier=1.0, target_epsilon=7.0, target_delta=1e-3))
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    tc = svc.create_training_client(cfg)
+    spent = []
+    with pytest.raises(BudgetExceededError):
+        for _ in range(50):
+            _step(tc, RECORDS[:4])
+            spent.append(tc.get_dp_metrics().epsilon_spent)
+    m = tc.get_dp_metrics()
+    assert len(spent) == 3 and m.epsilon_spent == pytest.approx(spent[-1]) and m.epsilon_spent <= 7.0
+    k = len(spent)
+    assert m.epsilon_spent == pytest.approx(accounting.gaussian_mu2_epsilon(float(k), delta=1e-3), rel=2e-2)
+    tc.close()
