@@ -2,7 +2,9 @@
 
 Both paths go through the same checkpoint blobs (``adapter.safetensors`` + ``state.json``), so a
 package made from a session and one made later from its saved checkpoint carry the same adapter
-bytes, certificate parameters and evidence bindings. ``package_checkpoint`` never imports torch.
+bytes, certificate parameters and evidence bindings — except that the certificate always counts what
+the workspace's odometer holds for the data set when the package is built (other clients may have
+charged it since the save). ``package_checkpoint`` never imports torch.
 """
 
 from __future__ import annotations
@@ -110,6 +112,33 @@ def _library() -> str:
     return f"tinker-nb {__version__}"
 
 
+def _with_current_pool(service: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """The run record with its data set's composition as the workspace's odometer holds it *now*.
+
+    A checkpoint's record holds the pool as it was at save time; a package built later certifies "every step
+    any client took on this data set", so it takes what was charged since (more steps, steps without DP, a
+    caller-fixed noise seed). Charges only grow: each part is the larger of the two.
+    """
+    pool = state.get("pool")
+    if not pool or not (state.get("config") or {}).get("dp_config"):
+        return state
+    try:
+        comp = service.odometer.composition(service.tenant, pool)
+    except (AttributeError, ConfigError):  # a service without a local odometer: the record as saved
+        return state
+    runs: dict[tuple[float, float], int] = {}
+    for part in (state.get("history") or [], comp.poisson):
+        for sigma, q, n in part:
+            key = (float(sigma), float(q))
+            runs[key] = max(runs.get(key, 0), int(n))
+    out = dict(state)
+    out["history"] = [[sg, q, n] for (sg, q), n in sorted(runs.items())]
+    out["gaussian_mu2"] = max(float(state.get("gaussian_mu2") or 0.0), comp.gaussian_mu2)
+    out["unprotected_steps"] = max(int(state.get("unprotected_steps") or 0), comp.unprotected_steps)
+    out["noise_seed_fixed"] = bool(state.get("noise_seed_fixed")) or comp.noise_known_clients > 0
+    return out
+
+
 def _build(service: Any, blobs: dict[str, bytes], out: Path, *, recipients: list[Any], signer: Any,
            expires_in_days: float, source: dict[str, Any] | None) -> dict[str, Any]:
     """Package checkpoint blobs; the ledger gets a ``package`` entry before the file appears at ``out``."""
@@ -121,6 +150,7 @@ def _build(service: Any, blobs: dict[str, bytes], out: Path, *, recipients: list
     except (KeyError, IntegrityError) as exc:
         raise PackageError(f"the checkpoint has no readable state.json / adapter.safetensors ({exc}).") from None
     cfg = state["config"]
+    state = _with_current_pool(service, state)
     if cfg.get("dp_config") and int(state.get("unprotected_steps") or 0):
         raise PackageError(f"this data set was also trained on WITHOUT differential privacy in the workspace "
                            f"({state['unprotected_steps']} steps by a client with dp_config=None), so no finite ε holds "

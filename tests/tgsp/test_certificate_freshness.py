@@ -1,0 +1,79 @@
+"""A package built later from a saved checkpoint states what the workspace knows about the data set *then*.
+
+Before: the certificate was computed from the checkpoint's run record only, so packaging an earlier
+checkpoint after other clients had trained on the same data (more DP steps, steps without DP, a fixed
+noise seed) issued a certificate "counting every step any client took on this data set" that left them
+out: a smaller ε, a finite ε for an unbounded data set, and accounting_valid for a broken one.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tinker_nb import DPConfig, LoRAConfig, PackageError, ServiceClient, TrainingConfig, accounting
+from tinker_nb.tgsp import inspect_package, package_checkpoint
+
+from .helpers import RECORDS
+
+
+def _cfg(model, **kw):
+    base = dict(model_ref=model, lora_config=LoRAConfig(rank=2, alpha=4, target_modules=("q_proj", "v_proj")),
+                dp_config=DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, target_epsilon=30.0, target_delta=1e-3),
+                batch_size=4, learning_rate=1e-2)
+    base.update(kw)
+    return TrainingConfig(**base)
+
+
+def _train(svc, cfg, steps, **kw):
+    tc = svc.create_training_client(cfg, **kw)
+    tc.attach_dataset(RECORDS)
+    done = 0
+    for d in tc.poisson_batches(steps=steps * 4):
+        if tc.forward_backward(d).result().examples or cfg.dp_config is not None:
+            tc.optim_step().result()
+            done += 1
+        if done == steps:
+            break
+    return tc
+
+
+def _recipient():
+    from tinker_nb.security.kem import RecipientIdentity
+
+    return RecipientIdentity.generate().public_key()
+
+
+def test_a_later_package_of_a_checkpoint_counts_the_data_sets_later_steps(tiny_model, tmp_path):
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    cfg = _cfg(tiny_model)
+    first = _train(svc, cfg, 1)
+    saved = first.save_state("one-step")
+    first.close()
+    _train(svc, cfg, 3).close()  # three more steps on the same records by another client
+    package_checkpoint(svc, saved.artifact_id, tmp_path / "p.tgsp", recipients=[_recipient()])
+    cert = inspect_package(tmp_path / "p.tgsp")["dp_certificate.json"]
+    assert sum(n for _, _, n in cert["history"]) == 4
+    q = cfg.batch_size / len(RECORDS)
+    assert cert["epsilon"] == pytest.approx(accounting.report([(1.0, q, 4)], delta=1e-3).epsilon, rel=1e-6)
+
+
+def test_a_checkpoint_of_a_data_set_later_trained_without_dp_gets_no_dp_certificate(tiny_model, tmp_path):
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    first = _train(svc, _cfg(tiny_model), 1)
+    saved = first.save_state("one-step")
+    first.close()
+    _train(svc, _cfg(tiny_model, dp_config=None), 1).close()
+    with pytest.raises(PackageError, match="WITHOUT differential privacy"):
+        package_checkpoint(svc, saved.artifact_id, tmp_path / "p.tgsp", recipients=[_recipient()])
+    assert not (tmp_path / "p.tgsp").exists()
+
+
+def test_a_checkpoint_of_a_data_set_later_trained_with_a_fixed_seed_is_not_valid(tiny_model, tmp_path):
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    first = _train(svc, _cfg(tiny_model), 1)
+    saved = first.save_state("one-step")
+    first.close()
+    _train(svc, _cfg(tiny_model), 1, noise_seed=5).close()
+    package_checkpoint(svc, saved.artifact_id, tmp_path / "p.tgsp", recipients=[_recipient()])
+    cert = inspect_package(tmp_path / "p.tgsp")["dp_certificate.json"]
+    assert cert["accounting_valid"] is False and cert["noise_seed"].startswith("fixed")
