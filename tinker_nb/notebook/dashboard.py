@@ -153,6 +153,7 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
             d._record_step(rec)
         if hist:
             d._pending.update(d._step_fields(hist[-1]))
+            d._pending.update(d._history_fields(hist))
             d._pending["status"] = "done"
             d._pending.update(d._reported_fields(tc.get_dp_metrics()))
         try:
@@ -165,6 +166,21 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
         if display:
             d.show()
         return d
+
+    @staticmethod
+    def _history_fields(hist: list[dict]) -> dict:
+        """Clipping, elapsed time and steps/s of the steps already taken (so a late dashboard shows the run)."""
+        out: dict[str, Any] = {}
+        n = sum(int(r.get("examples") or 0) for r in hist)
+        if n and all(r.get("clipped") is not None for r in hist):
+            out["clip_fraction"] = sum(int(r["clipped"]) for r in hist) / n
+        times = [float(r["time"]) for r in hist if r.get("time") is not None]
+        if len(times) == len(hist):
+            elapsed = times[-1] - times[0] + float(hist[0].get("seconds") or 0.0)
+            out["elapsed_s"] = max(0.0, elapsed)
+            if elapsed > 0:
+                out["steps_per_s"] = len(hist) / elapsed
+        return out
 
     @staticmethod
     def _reported_fields(m: Any) -> dict:

@@ -147,7 +147,9 @@ class TinkerMagics(Magics):
         return max(found.values(), key=lambda c: getattr(c, "created_at", 0.0))
 
     def _cmd_status(self, tc, args) -> dict:
-        m = tc.get_dp_metrics().to_dict()
+        from ..types import AttrDict
+
+        m = AttrDict(tc.get_dp_metrics().to_dict())  # a dict with a readable repr (no 16-digit floats)
         hist = tc.metrics_history()
         m["last_loss"] = hist[-1]["loss"] if hist else None
         eps = "∞ (no DP)" if not m["dp_enabled"] else f"{m['epsilon_spent']:.3f} / {m['target_epsilon']}"
@@ -196,7 +198,10 @@ class TinkerMagics(Magics):
         if args.action == "pubkey":
             pk = tc.service.publisher_key()
             if args.out:
-                pk.save(args.out)
+                try:
+                    pk.save(args.out)
+                except OSError as exc:
+                    raise UsageError(f"cannot write {args.out}: {exc.strerror or exc}.") from None
                 print(f"publisher public key {pk.key_id[:16]}… written to {args.out}")
             return pk
         return tc.service.keystore.key_info(tc.service.tenant)

@@ -88,6 +88,16 @@ def _check_inputs(dataset_size: Any, batch_size: Any, epochs: Any, delta: Any) -
                           "lower δ (e.g. 1/(10·N)).")
 
 
+def _check_mode(noise_multiplier: Any, target_epsilon: Any) -> None:
+    """Exactly one of σ (fix σ → ε) or the target ε (fix ε → σ), and it is a finite number > 0."""
+    if (noise_multiplier is None) == (target_epsilon is None):
+        raise ConfigError("give exactly one of noise_multiplier or target_epsilon.")
+    for name, v in (("noise_multiplier", noise_multiplier), ("target_epsilon", target_epsilon)):
+        if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                                  and math.isfinite(v)):
+            raise ConfigError(f"{name} must be > 0, got {v!r}.")
+
+
 def _ceil_sig(x: float, digits: int) -> float:
     """Round ``x`` > 0 up to ``digits`` significant digits (the result's repr is short and exact)."""
     e = math.floor(math.log10(x)) - digits + 1
@@ -200,22 +210,18 @@ def plan(*, dataset_size: int, batch_size: int, epochs: float, delta: float = 1e
     """
     t0 = time.perf_counter()
     _check_inputs(dataset_size, batch_size, epochs, delta)
-    if (noise_multiplier is None) == (target_epsilon is None):
-        raise ConfigError("give exactly one of noise_multiplier or target_epsilon.")
+    _check_mode(noise_multiplier, target_epsilon)
     if accountant not in ("pld", "prv", "rdp"):
         raise ConfigError(f"accountant must be 'pld', 'prv' or 'rdp', got {accountant!r}.")
     delta = float(f"{delta:.3g}")
     q = batch_size / dataset_size
     steps = accounting.steps_for_epochs(sample_rate=q, epochs=epochs)
     if noise_multiplier is not None:
-        if not (isinstance(noise_multiplier, (int, float)) and noise_multiplier > 0):
-            raise ConfigError(f"noise_multiplier must be > 0, got {noise_multiplier!r}.")
         sigma = float(f"{noise_multiplier:.6g}")
         eps = _eps(sigma, q, steps, delta, accountant)
         target = _ceil_dec(eps, 3)
     else:
-        if not (isinstance(target_epsilon, (int, float)) and target_epsilon > 0 and math.isfinite(target_epsilon)):
-            raise ConfigError(f"target_epsilon must be > 0, got {target_epsilon!r}.")
+        assert target_epsilon is not None  # _check_mode: exactly one of the two
         target = float(target_epsilon)
         sigma = _ceil_sig(_sigma_for(target, q, steps, delta, accountant), SIGMA_DIGITS)
         eps = _eps(sigma, q, steps, delta, accountant)
@@ -242,6 +248,7 @@ def quick_plan(*, dataset_size: int, batch_size: int, epochs: float, delta: floa
     """
     t0 = time.perf_counter()
     _check_inputs(dataset_size, batch_size, epochs, delta)
+    _check_mode(noise_multiplier, target_epsilon)
     delta = float(f"{delta:.3g}")
     q = batch_size / dataset_size
     steps = accounting.steps_for_epochs(sample_rate=q, epochs=epochs)
@@ -478,9 +485,10 @@ class BudgetPlanner(LiveDisplay, anywidget.AnyWidget):
         r = self.result
         if self.error:
             return f"BudgetPlanner(error: {self.error})"
-        approx = "" if r.get("exact") else "≈"
-        return (f"BudgetPlanner(ε{approx}={r.get('epsilon', float('nan')):.3f} at δ={r.get('delta')}, "
-                f"σ={r.get('noise_multiplier')}, steps={r.get('steps')}) → {r.get('dp_config') or '(computing)'}")
+        sigma = r.get("noise_multiplier")
+        return (f"BudgetPlanner(ε{'=' if r.get('exact') else '≈'}{r.get('epsilon', float('nan')):.3f} at "
+                f"δ={r.get('delta')}, σ={'?' if sigma is None else f'{sigma:.4g}'}, steps={r.get('steps')}) → "
+                f"{r.get('dp_config') or '(computing the exact plan)'}")
 
 
 def _result_dict(p: Plan) -> dict:

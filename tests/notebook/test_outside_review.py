@@ -1,0 +1,93 @@
+"""Issue 12, outside review: what a user sees from the magics, the planner and a late dashboard.
+
+Bad input gives a UsageError (magics) or an error shown in the widget, never a raw Python exception;
+results print readably (no 16-digit floats); a dashboard opened after training shows the same run as
+the live one did.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+from IPython.core.error import UsageError
+
+from tinker_nb import DPConfig, LoRAConfig, ServiceClient, TrainingConfig
+
+RECORDS = ["the cat sat on the mat", "patient reports mild headache", "the dog ran to the park",
+           "a small bird sang in the old tree", "the printer on floor two is broken"] * 8
+LONG_FLOAT = re.compile(r"\d\.\d{7,}")
+
+
+@pytest.fixture
+def tc(tiny_model, tmp_path):
+    svc = ServiceClient(tmp_path / "ws", passphrase="pw")
+    c = svc.create_training_client(TrainingConfig(
+        model_ref=tiny_model, lora_config=LoRAConfig(rank=2, alpha=4, target_modules=("q_proj",)),
+        dp_config=DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, target_epsilon=30.0, target_delta=1e-3),
+        batch_size=4))
+    c.attach_dataset(RECORDS)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def shell(tc):
+    from IPython.testing.globalipapp import get_ipython, start_ipython
+
+    ip = start_ipython() or get_ipython()
+    ip.run_line_magic("load_ext", "tinker_nb")
+    ip.user_ns["review_tc"] = tc
+    return ip
+
+
+def _train(c, n):
+    for b in c.poisson_batches(steps=n):
+        c.forward_backward(b)
+        c.optim_step()
+    c.get_dp_metrics()
+
+
+def test_status_magic_result_is_readable_and_still_a_dict(shell, tc):
+    _train(tc, 2)
+    m = shell.run_line_magic("tinker", "--client review_tc status")
+    assert m["steps"] == 2 and m.epsilon_spent == m["epsilon_spent"]  # dict and attribute access
+    assert not LONG_FLOAT.search(repr(m)), repr(m)
+    assert "<table" in m._repr_html_() and not LONG_FLOAT.search(m._repr_html_())
+
+
+def test_keys_pubkey_to_a_missing_folder_is_a_usage_error(shell, tc, tmp_path):
+    with pytest.raises(UsageError, match="cannot write"):
+        shell.run_line_magic("tinker", f"--client review_tc keys pubkey --out {tmp_path / 'no' / 'dir' / 'pub.key'}")
+
+
+@pytest.mark.parametrize("line, needle", [("--noise-multiplier 0", "noise_multiplier must be > 0"),
+                                          ("--noise-multiplier -2", "noise_multiplier must be > 0"),
+                                          ("--target-epsilon -1", "target_epsilon must be > 0"),
+                                          ("--target-epsilon 0", "target_epsilon must be > 0")])
+def test_budget_magic_shows_an_error_for_nonpositive_sigma_or_target(shell, line, needle):
+    p = shell.run_line_magic("tinker", f"budget --dataset-size 2000 --batch-size 64 {line}")
+    assert needle in p.error and needle in repr(p) and html.escape(needle) in p.snapshot_html()
+
+
+def test_planner_repr_is_readable(shell):
+    p = shell.run_line_magic("tinker", "budget --dataset-size 2000 --batch-size 64 --epochs 3 --target-epsilon 8")
+    quick = repr(p)
+    assert "≈=" not in quick and not LONG_FLOAT.search(quick), quick
+    p.wait()
+    exact = repr(p)
+    assert "DPConfig(" in exact and not LONG_FLOAT.search(exact.split("→")[0]), exact
+
+
+def test_dashboard_opened_after_training_shows_the_runs_clipping_and_elapsed_time(shell, tc):
+    live = tc.dashboard()
+    _train(tc, 4)
+    live.finish(verify=False)
+    late = shell.run_line_magic("tinker", "--client review_tc dashboard")
+    hist = tc.metrics_history()
+    clipped = sum(r["clipped"] for r in hist) / sum(r["examples"] for r in hist)
+    assert late.clip_fraction == pytest.approx(clipped) == pytest.approx(live.clip_fraction)
+    assert late.elapsed_s >= hist[-1]["time"] - hist[0]["time"] > 0
+    assert late.steps_per_s and late.steps_per_s > 0
+    assert "clipped –" not in late.snapshot_html()
