@@ -178,6 +178,7 @@ class DPMetrics(_Readable):
     dataset_sha256: str | None = None
     caller_supplied_mu2: float = 0.0
     noise_source: str = "none"
+    pool: str | None = None  # the odometer pool charged: dataset:<order-free digest of the records>, or caller-supplied
 
     @property
     def total_epsilon(self) -> float:  # the seed SDK's name

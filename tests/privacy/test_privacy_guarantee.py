@@ -196,7 +196,7 @@ def test_attaching_a_spent_data_set_is_refused(tiny_model, tmp_path):
     with pytest.raises(BudgetExceededError, match="budget is spent"):
         b.attach_dataset(RECORDS)
     assert b.get_dp_metrics().dataset_size is None  # nothing attached
-    assert svc.odometer.composition("default", f"dataset:{spent.dataset_sha256}").steps == spent.dataset_steps
+    assert svc.odometer.composition("default", spent.pool).steps == spent.dataset_steps
     assert svc.ledger.size() == n + 1  # only b's create_training_client entry
     a.close()
     b.close()

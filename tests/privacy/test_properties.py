@@ -39,7 +39,7 @@ def test_public_calls_never_lower_epsilon_nor_reuse_draws(model, tmp_path_factor
         try:
             if op == "attach":
                 info = tc.attach_dataset(RECORDS)
-                attached, pool = True, f"dataset:{info['dataset_sha256']}"
+                attached, pool = True, info["pool"]
                 loop = None
             elif op in ("draw_step", "fb_draw") and attached:
                 if loop is None:

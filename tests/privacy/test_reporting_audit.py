@@ -205,3 +205,45 @@ def test_reported_epsilon_after_a_refused_caller_step_is_unchanged(tiny_model, t
     k = len(spent)
     assert m.epsilon_spent == pytest.approx(accounting.gaussian_mu2_epsilon(float(k), delta=1e-3), rel=2e-2)
     tc.close()
+
+
+# -- F. the budget belongs to the records, not to their order -----------------------------------------
+def test_the_same_records_in_another_order_share_one_budget(tiny_model, tmp_path):
+    """Shuffling the data before attaching it gave a fresh pool: a new, full budget for the same people."""
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    cfg = _cfg(tiny_model)
+    a = svc.create_training_client(cfg)
+    a.attach_dataset(RECORDS)
+    for d in a.poisson_batches(steps=2):
+        _step(a, d)
+    a.close()
+    b = svc.create_training_client(cfg)
+    b.attach_dataset(list(reversed(RECORDS)))
+    m = b.get_dp_metrics()
+    q = cfg.batch_size / len(RECORDS)
+    assert m.dataset_steps == 2
+    assert m.epsilon_spent == pytest.approx(accounting.report([(1.0, q, 2)], delta=1e-3).epsilon, rel=1e-6)
+    b.close()
+
+
+def test_a_pool_charged_under_the_order_sensitive_name_still_counts(tiny_model, tmp_path):
+    """Workspaces from before the order-free pool name keep their charges (they are carried over on attach)."""
+    from tinker_nb.engine.data_source import dataset_digest
+
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    cfg = _cfg(tiny_model)
+    probe = svc.create_training_client(cfg)
+    examples = [probe.session._encode_record(i, r) for i, r in enumerate(RECORDS)]
+    probe.close()
+    legacy = f"dataset:{dataset_digest(examples)}"
+    q = cfg.batch_size / len(RECORDS)
+    for _ in range(3):
+        svc.odometer.charge("default", legacy, "old-client", poisson=(1.0, q))
+    tc = svc.create_training_client(cfg)
+    tc.attach_dataset(RECORDS)
+    assert tc.get_dp_metrics().dataset_steps == 3
+    tc.close()
+    again = svc.create_training_client(cfg)
+    again.attach_dataset(RECORDS)
+    assert again.get_dp_metrics().dataset_steps == 3  # carried over once, not twice
+    again.close()

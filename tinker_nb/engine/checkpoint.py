@@ -86,7 +86,8 @@ def check_compatible(session: TrainingSession, state: dict[str, Any]) -> None:
     if theirs_ds and mine_ds is None:
         raise StateError("attach_dataset(records) with the same records before load_state, so that the data "
                          "set's privacy budget covers the loaded weights.")
-    if theirs_ds and mine_ds and theirs_ds != mine_ds:
+    same_pool = state.get("pool") is not None and state.get("pool") == session.accountant.pool  # same records
+    if theirs_ds and mine_ds and theirs_ds != mine_ds and not same_pool:
         raise ConfigError("checkpoint was trained on a different data set (digest differs); attach the same records.")
     if not theirs_ds and state.get("pool") == CALLER_POOL and mine_ds is not None:
         raise ConfigError("checkpoint was trained on caller-supplied batches; load it into a client without an "

@@ -33,6 +33,16 @@ def dataset_digest(examples: Sequence[dict]) -> str:
     return h.hexdigest()
 
 
+def records_digest(examples: Sequence[dict]) -> str:
+    """SHA-256 of the multiset of tokenised records: the same records in any order give the same digest.
+
+    This names the data set's privacy pool (Poisson sampling does not depend on the order, so neither may
+    the budget); :func:`dataset_digest` (ordered) stays the data set's id in checkpoints and evidence.
+    """
+    per = sorted(dataset_digest([ex]) for ex in examples)
+    return hashlib.sha256("\n".join(per).encode()).hexdigest()
+
+
 class Draw:
     """An opaque handle for one Poisson draw; pass it to ``forward_backward`` exactly once.
 
@@ -80,6 +90,7 @@ class DataSource:
         self.source_id = uuid.uuid4().hex
         self._examples = examples
         self.digest = dataset_digest(examples)
+        self.pool_digest = records_digest(examples)  # order-free: names the privacy pool
         self.sample_rate = float(sample_rate)
         self._coins = coins
         self._generation = 0

@@ -180,7 +180,7 @@ class TrainingSession:
         extra: list[str] = []
         if charge_also is not None:
             from ..privacy import dataset_pool
-            from .data_source import dataset_digest
+            from .data_source import dataset_digest, records_digest
 
             subsets = charge_also_subsets(charge_also)
             have = {tuple(e["input_ids"]) + tuple(e.get("labels", ())) for e in examples}
@@ -188,13 +188,17 @@ class TrainingSession:
                 sub_ex = [self._encode_record(i, r) for i, r in enumerate(normalize_records(sub))]
                 if not sub_ex or any(tuple(e["input_ids"]) + tuple(e.get("labels", ())) not in have for e in sub_ex):
                     raise DataError("charge_also must hold records that are all part of the attached records.")
-                extra.append(dataset_pool(dataset_digest(sub_ex)))
-        info = self.accountant.bind_dataset(digest=source.digest, size=n)  # may refuse: nothing changed
+                pool = dataset_pool(records_digest(sub_ex))
+                self.accountant.odometer.carry_over(self.accountant.tenant, dataset_pool(dataset_digest(sub_ex)), pool)
+                extra.append(pool)
+        # may refuse: nothing changed (charges made under the older, order-sensitive pool name are carried over)
+        info = self.accountant.bind_dataset(digest=source.pool_digest, size=n, legacy_digest=source.digest)
         self.accountant.extra_pools = extra
         self.source = source
         info = {"records": n, "sample_rate": source.sample_rate, "noise_multiplier": self.accountant.sigma,
                 "max_steps": info.get("max_steps"), "dataset_sha256": source.digest,
-                "dataset_epsilon": info.get("dataset_epsilon", 0.0), "also_charged": len(extra)}
+                "dataset_epsilon": info.get("dataset_epsilon", 0.0), "also_charged": len(extra),
+                "pool": self.accountant.pool}
         self._audit("attach_dataset", run_record.audit_params("attach_dataset", dataset_sha256=source.digest, n=n), info)
         self.events.publish("dataset", info)
         return info
@@ -475,6 +479,7 @@ class TrainingSession:
             accounting_valid=valid, max_steps=(self.steps + remaining_steps) if remaining_steps is not None else None,
             notes=notes, epsilon_accountant=rep.accountant, client_epsilon=own.epsilon if own else None,
             dataset_steps=comp.steps, dataset_sha256=self.dataset_digest, caller_supplied_mu2=comp.gaussian_mu2,
+            pool=acct.pool,
             noise_source=("AES-256-CTR keystream, key fixed by the caller (noise_seed)" if self.noise_seed_fixed
                           else "AES-256-CTR keystream, 256-bit key from the OS"))
 

@@ -191,10 +191,12 @@ class PrivacyAccountant:
         self._exact: dict[tuple[Any, ...], accounting.EpsilonReport] = {}
 
     # ---------------------------------------------------------------- setup
-    def bind_dataset(self, *, digest: str, size: int) -> dict[str, Any]:
+    def bind_dataset(self, *, digest: str, size: int, legacy_digest: str | None = None) -> dict[str, Any]:
         """Bind the client to a data set's pool; calibrate σ if only ``target_epsilon`` was given.
 
-        Refused (nothing changes) when the data set's budget cannot fit one more step.
+        ``digest`` names the pool (order-free); charges made under ``legacy_digest``'s pool (the ordered
+        digest that named pools before) are carried over first. Refused (nothing else changes) when the data
+        set's budget cannot fit one more step.
         """
         if self.pool is not None and self.pool != CALLER_POOL:
             raise StateError("a data set is already attached to this client; create a new client for another data set.")
@@ -209,6 +211,8 @@ class PrivacyAccountant:
             raise ConfigError(f"batch_size {self.batch_size} is larger than the data set ({size} records); "
                               "lower batch_size or attach more data.")
         pool = dataset_pool(digest)
+        if legacy_digest is not None and legacy_digest != digest:
+            self.odometer.carry_over(self.tenant, dataset_pool(legacy_digest), pool)
         dp = self.dp
         sigma = self.sigma
         info: dict[str, Any] = {"records": size, "sample_rate": q, "pool": pool}

@@ -189,6 +189,44 @@ class PrivacyOdometer:
             return [r[0] for r in self._conn().execute("SELECT pool FROM pools WHERE tenant=? ORDER BY created",
                                                        (tenant,))]
 
+    def carry_over(self, tenant: str, src: str, dst: str) -> None:
+        """Make ``dst`` hold every charge of ``src`` (idempotent: each one is kept as the larger of the two).
+
+        Pools of data sets were once named by an order-sensitive digest; a data set attached now is charged
+        under its order-free name, and what its old pool holds is carried over so that nothing is forgotten.
+        """
+        if src == dst:
+            return
+        with self._lock:
+            db = self._conn()
+            if db.execute("SELECT 1 FROM charges WHERE tenant=? AND pool=? LIMIT 1", (tenant, src)).fetchone() is None \
+                    and db.execute("SELECT 1 FROM known_noise WHERE tenant=? AND pool=? LIMIT 1",
+                                   (tenant, src)).fetchone() is None:
+                return
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                db.execute("INSERT OR IGNORE INTO pools (tenant, pool, version, created) VALUES (?, ?, 0, ?)",
+                           (tenant, dst, now))
+                before = db.total_changes
+                db.execute(
+                    "INSERT INTO charges (tenant, pool, client, kind, sigma, sample_rate, steps, mu2, updated) "
+                    "SELECT tenant, ?, 'from ' || pool || ' ' || client, kind, sigma, sample_rate, steps, mu2, ? "
+                    "FROM charges WHERE tenant=? AND pool=? AND true "
+                    "ON CONFLICT (tenant, pool, client, kind, sigma, sample_rate) DO UPDATE SET "
+                    "steps = max(steps, excluded.steps), mu2 = max(mu2, excluded.mu2), updated = excluded.updated "
+                    "WHERE excluded.steps > steps OR excluded.mu2 > mu2",
+                    (dst, now, tenant, src))
+                db.execute("INSERT OR IGNORE INTO known_noise (tenant, pool, client, created) "
+                           "SELECT tenant, ?, 'from ' || pool || ' ' || client, ? FROM known_noise "
+                           "WHERE tenant=? AND pool=?", (dst, now, tenant, src))
+                if db.total_changes != before:
+                    db.execute("UPDATE pools SET version = version + 1 WHERE tenant=? AND pool=?", (tenant, dst))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
     def charge_unprotected(self, tenant: str, pool: str, client: str) -> None:
         """Record a step taken on ``pool`` without DP: from now on the data set's ε is unbounded."""
         with self._lock:
