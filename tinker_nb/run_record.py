@@ -47,7 +47,8 @@ def build_state(*, config: dict[str, Any], trainable: list[str], step: int, priv
     ``data`` comes from the data source (digest, size). Nothing here restores ε, steps or randomness.
     """
     pool = privacy.get("composition") or {"poisson": [], "gaussian_mu2": 0.0}
-    sources = sorted(k for k, n in (privacy.get("sources") or {}).items() if n and k != "none")
+    sources = sorted({k for k, n in (privacy.get("sources") or {}).items() if n and k != "none"}
+                     | set(privacy.get("inherited_sources") or []))  # and those of a loaded checkpoint's steps
     return {
         "kind": CHECKPOINT_KIND,
         "config": config,

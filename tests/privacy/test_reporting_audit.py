@@ -62,11 +62,11 @@ def test_a_fresh_client_that_loads_caller_supplied_weights_reports_their_budget(
     b.load_state(saved.artifact_id)
     m = b.get_dp_metrics()
     assert m.epsilon_spent == pytest.approx(spent)  # the weights carry those steps
-    assert not m.accounting_valid
+    assert not m.accounting_valid and m.sampling == "caller-supplied"
     b.package(tmp_path / "b.tgsp", recipients=[_recipient()])
     cert = _certificate(tmp_path / "b.tgsp")
     assert cert["epsilon"] == pytest.approx(spent, rel=1e-3)
-    assert cert["accounting_valid"] is False
+    assert cert["accounting_valid"] is False and cert["sampling"] == "caller-supplied"
     b.close()
 
 

@@ -188,6 +188,7 @@ class PrivacyAccountant:
         self.extra_pools: list[str] = []  # subsets of the attached data set: every step is charged to them too
         self.inherited = False  # weights loaded from a checkpoint that was trained (load_state)
         self.inherited_noise_fixed = False  # ... by a client whose noise seed the caller fixed
+        self.inherited_sources: set[str] = set()  # ... with these kinds of steps ("poisson", "caller-supplied")
         self._exact: dict[tuple[Any, ...], accounting.EpsilonReport] = {}
 
     # ---------------------------------------------------------------- setup
@@ -414,6 +415,7 @@ class PrivacyAccountant:
         if not trained:
             return
         self.inherited = True
+        self.inherited_sources.update(k for k in state.get("sampling_sources") or [] if k != "none")
         if state.get("noise_seed_fixed"):
             self.inherited_noise_fixed = True
         if self.dp is not None and self.pool is None and state.get("pool") == CALLER_POOL:
@@ -450,7 +452,7 @@ class PrivacyAccountant:
 
     def sampling(self) -> str:
         """The run record's sampling label (before any step: what an attached data set will give)."""
-        kinds = [k for k, n in self.sources.items() if n]
+        kinds = [k for k, n in self.sources.items() if n] + sorted(self.inherited_sources)
         if not kinds and self.pool not in (None, CALLER_POOL):
             return "poisson"
         return sampling_label(kinds)
@@ -558,7 +560,7 @@ class PrivacyAccountant:
         """This client's provenance (for a checkpoint's run record). Loading it never lowers any ε."""
         return {"client_id": self.client_id, "steps": self.steps, "sources": dict(self.sources),
                 "own": self.own.to_dict(), "pool": self.pool, "sigma": self.sigma, "sample_rate": self.sample_rate,
-                "noise_fixed": self.noise_known()}
+                "noise_fixed": self.noise_known(), "inherited_sources": sorted(self.inherited_sources)}
 
 
 def _extra_steps(base: Composition, comp: Composition, sigma: float, q: float) -> int | None:
