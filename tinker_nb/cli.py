@@ -50,6 +50,7 @@ _CLI_WORDING = [
     (re.compile(r"pass trust=\[publisher public key, …\]"), "use --trust PUB"),
     (re.compile(r"trust=/--trust"), "--trust"),
     (re.compile(r"list_checkpoints\(\)"), "`tinker-nb checkpoints`"),
+    (re.compile(r"(`[^`]+`) \(CLI: \1\)"), r"\1"),  # "X (CLI: X)" once the Python advice became X
     (re.compile(r"lower max_tokens"), "lower --max-tokens"),
     (re.compile(r"\+ max_tokens \("), "+ --max-tokens ("),
     (re.compile(r"pass passphrase=\.\.\."), f"set ${WORKSPACE_PASSPHRASE_ENV}"),
@@ -307,7 +308,8 @@ def cmd_package(args: argparse.Namespace) -> int:
         m = package_checkpoint(svc, args.artifact, args.out, recipients=recipients, signer=signer,
                                expires_in_days=args.expires_days)
     except ArtifactNotFoundError as exc:
-        raise ConfigError(f"{exc} (see `tinker-nb checkpoints`)") from None
+        msg = cli_wording(str(exc))
+        raise ConfigError(msg if "tinker-nb checkpoints" in msg else f"{msg} (see `tinker-nb checkpoints`)") from None
     print(json.dumps({"package": args.out, "package_id": m["package_id"], "publisher": m["publisher"]["key_id"],
                       "expires": m["expires"]}))
     return EXIT_OK

@@ -121,6 +121,13 @@ class ServiceClient:
                                **overrides: Any) -> TrainingClient:
         """Load the model, add LoRA, and return a training client (closes none of the earlier ones)."""
         if config is None:
+            import dataclasses
+
+            known = {f.name for f in dataclasses.fields(TrainingConfig)}
+            unknown = sorted(set(overrides) - known)
+            if unknown:
+                raise ConfigError(f"unknown TrainingConfig setting {unknown[0]!r}; the settings are: "
+                                  f"{', '.join(sorted(known))}.")
             config = TrainingConfig(**overrides)
         elif overrides:
             raise ConfigError("pass either a TrainingConfig or keyword settings, not both.")

@@ -24,7 +24,15 @@ __all__ = [
 ]
 
 
-def _fmt(v: Any) -> str:
+_TIME_KEYS = frozenset({"created", "time", "ts", "timestamp", "updated", "created_at"})
+
+
+def _fmt(v: Any, key: Any = None) -> str:
+    """Short and readable: floats to 4 significant digits, Unix times under a time key as UTC dates."""
+    if key in _TIME_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool) and 1e8 < v < 1e11:
+        from datetime import datetime, timezone
+
+        return datetime.fromtimestamp(v, tz=timezone.utc).isoformat(timespec="seconds")
     if isinstance(v, float):
         if math.isnan(v):
             return "nan"
@@ -34,12 +42,12 @@ def _fmt(v: Any) -> str:
     if isinstance(v, list) and len(v) > 6:
         return f"[{', '.join(_fmt(x) for x in v[:3])}, … {len(v)} items]"
     if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items()) + "}"
+        return "{" + ", ".join(f"{k}: {_fmt(x, k)}" for k, x in v.items()) + "}"
     return repr(v)
 
 
 def _html_table(title: str, items: Iterable[tuple[Any, Any]]) -> str:
-    rows = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(_fmt(v))}</td></tr>"
+    rows = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th><td>{html.escape(_fmt(v, k))}</td></tr>"
                    for k, v in items)
     return f"<table><caption>{html.escape(title)}</caption>{rows}</table>"
 
@@ -57,7 +65,7 @@ class _Readable:
                 if f.name not in self._hidden]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(" + ", ".join(f"{k}={_fmt(v)}" for k, v in self._items()) + ")"
+        return f"{type(self).__name__}(" + ", ".join(f"{k}={_fmt(v, k)}" for k, v in self._items()) + ")"
 
     def _repr_html_(self) -> str:
         return _html_table(type(self).__name__, self._items())
@@ -80,7 +88,7 @@ class AttrDict(dict):
         return dict(self)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(" + ", ".join(f"{k}={_fmt(v)}" for k, v in self.items()) + ")"
+        return f"{type(self).__name__}(" + ", ".join(f"{k}={_fmt(v, k)}" for k, v in self.items()) + ")"
 
     def _repr_html_(self) -> str:
         return _html_table(type(self).__name__, self.items())

@@ -61,7 +61,11 @@ class Workspace:
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"workspace {self.path} is a file; give a folder.")
         if create:
-            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot create the workspace {self.path}: {exc.strerror or exc}; give a folder "
+                                  "you can write to.") from None
         elif not self.path.is_dir():
             raise ConfigError(f"workspace {self.path} does not exist.")
         self._passphrase = passphrase

@@ -22,13 +22,32 @@ class Sample:
     completion_tokens: int
     finish_reason: str  # "stop" (eos or a stop string) or "length"
 
+    def __repr__(self) -> str:  # the text, not the token ids
+        return (f"Sample(prompt={_short(self.prompt)}, completion={_short(self.completion)}, "
+                f"finish_reason={self.finish_reason!r}, completion_tokens={self.completion_tokens})")
+
+
+def _short(text: str, n: int = 300) -> str:
+    return repr(text) if len(text) <= n else repr(text[:n]) + f"… ({len(text)} characters)"
+
 
 @dataclass
 class SampleResult:
     samples: list[Sample] = field(default_factory=list)
 
     def __repr__(self) -> str:
-        return f"SampleResult({len(self.samples)} samples)"
+        lines = [f"  {_short(s.prompt, 60)} → {_short(s.completion)} ({s.finish_reason}, {s.completion_tokens} tokens)"
+                 for s in self.samples]
+        return f"SampleResult({len(self.samples)} samples" + ("".join(f"\n{x}" for x in lines)) + ")"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        rows = "".join(f"<tr><td>{html.escape(s.prompt)}</td><td style='text-align:left;white-space:pre-wrap'>"
+                       f"{html.escape(s.completion)}</td><td>{html.escape(s.finish_reason)}</td>"
+                       f"<td>{s.completion_tokens}</td></tr>" for s in self.samples)
+        return (f"<table><caption>SampleResult ({len(self.samples)} samples)</caption><tr><th>prompt</th>"
+                f"<th>completion</th><th>finish</th><th>tokens</th></tr>{rows}</table>")
 
 
 def _check(max_tokens, temperature, top_p, top_k, stop, seed) -> list[str]:
