@@ -67,6 +67,10 @@ def test_a_fresh_client_that_loads_caller_supplied_weights_reports_their_budget(
     cert = _certificate(tmp_path / "b.tgsp")
     assert cert["epsilon"] == pytest.approx(spent, rel=1e-3)
     assert cert["accounting_valid"] is False and cert["sampling"] == "caller-supplied"
+    from tinker_nb.tgsp import verify_package
+
+    report = verify_package(tmp_path / "b.tgsp", trust=[svc.publisher_key()])  # and it verifies
+    assert report.certificate["epsilon"] == pytest.approx(spent, rel=1e-3)
     b.close()
 
 
@@ -166,6 +170,9 @@ def test_a_seeded_client_on_the_data_set_invalidates_every_clients_accounting(ti
     m = tc.get_dp_metrics()
     assert not m.accounting_valid and any("seed" in n for n in m.notes)
     tc.package(tmp_path / "t.tgsp", recipients=[_recipient()])
+    from tinker_nb.tgsp import verify_package
+
+    verify_package(tmp_path / "t.tgsp", trust=[svc.publisher_key()])
     cert = _certificate(tmp_path / "t.tgsp")
     assert cert["accounting_valid"] is False and "fixed" in cert["noise_seed"]
     tc.load_state(saved.artifact_id)  # the seeded weights themselves

@@ -288,6 +288,10 @@ class TrainingSession:
         if b.size == 0:
             res = ForwardBackwardResult(float("nan"), 0.0, 0, 0, 0, 0.0, float("nan"), float("nan"), True,
                                         self.acc.examples, time.perf_counter() - t0, source)
+            if self.dp is None and source == "poisson":
+                # Without DP an empty draw has nothing to step on (optim_step refuses an empty non-DP step):
+                # the draw is done (its charge stands) and the next one may follow.
+                self.accountant.abandon_pending()
         else:
             loss_sum, tokens, clipped, norms = 0.0, 0, 0, []
             try:
