@@ -254,3 +254,17 @@ def test_a_pool_charged_under_the_order_sensitive_name_still_counts(tiny_model, 
     again.attach_dataset(RECORDS)
     assert again.get_dp_metrics().dataset_steps == 3  # carried over once, not twice
     again.close()
+
+
+def test_charge_also_naming_the_attached_records_charges_their_pool_once(tiny_model, tmp_path):
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    tc = svc.create_training_client(_cfg(tiny_model))
+    info = tc.attach_dataset(RECORDS, charge_also=[list(reversed(RECORDS)), RECORDS[:10], RECORDS[:10]])
+    assert info["also_charged"] == 1  # the same records (any order) are the main pool; a repeated subset once
+    _step(tc, next(tc.poisson_batches(steps=1)))
+    assert tc.get_dp_metrics().dataset_steps == 1
+    tc.close()
+    sub = svc.create_training_client(_cfg(tiny_model))
+    sub.attach_dataset(RECORDS[:10])
+    assert sub.get_dp_metrics().dataset_steps == 1
+    sub.close()

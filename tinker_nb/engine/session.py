@@ -190,7 +190,8 @@ class TrainingSession:
                     raise DataError("charge_also must hold records that are all part of the attached records.")
                 pool = dataset_pool(records_digest(sub_ex))
                 self.accountant.odometer.carry_over(self.accountant.tenant, dataset_pool(dataset_digest(sub_ex)), pool)
-                extra.append(pool)
+                if pool != dataset_pool(source.pool_digest) and pool not in extra:  # each pool charged once a step
+                    extra.append(pool)
         # may refuse: nothing changed (charges made under the older, order-sensitive pool name are carried over)
         info = self.accountant.bind_dataset(digest=source.pool_digest, size=n, legacy_digest=source.digest)
         self.accountant.extra_pools = extra
