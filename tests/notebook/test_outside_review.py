@@ -91,3 +91,15 @@ def test_dashboard_opened_after_training_shows_the_runs_clipping_and_elapsed_tim
     assert late.elapsed_s >= hist[-1]["time"] - hist[0]["time"] > 0
     assert late.steps_per_s and late.steps_per_s > 0
     assert "clipped –" not in late.snapshot_html()
+
+
+def test_magic_lines_may_end_in_a_comment_as_in_the_readme(shell, tc):
+    """README "In the notebook": `%tinker status          # steps, ε spent / target, ...` runs as written."""
+    _train(tc, 1)
+    assert shell.run_line_magic("tinker", "--client review_tc status          # steps, ε spent / target, δ")["steps"] == 1
+    saved = shell.run_line_magic("tinker", "--client review_tc save run#1    # %tinker checkpoints, %tinker -h")
+    assert saved.name == "run#1"  # a '#' inside a word is part of it
+    meta = shell.run_line_magic("tinker", "--client review_tc save m --metadata '{\"n\": \"# not a comment\"}'  # one")
+    assert meta.name == "m"
+    with pytest.raises(UsageError, match="No closing quotation"):
+        shell.run_line_magic("tinker", "status 'open # quote")

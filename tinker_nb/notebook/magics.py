@@ -29,6 +29,25 @@ class _HelpShown(Exception):
     pass
 
 
+def _strip_comment(line: str) -> str:
+    """Drop a trailing ``# comment`` (a ``#`` that starts a word outside quotes), as in a shell."""
+    quote, i = None, 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and quote != "'":
+            i += 2  # an escaped character (shlex's POSIX rules)
+            continue
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i]
+        i += 1
+    return line
+
+
 def _parser() -> _Parser:
     p = _Parser(prog="%tinker", description="tinker_nb: DP fine-tuning from the notebook.")
     p.add_argument("--client", help="name of a TrainingClient variable (default: the last one created)")
@@ -84,7 +103,7 @@ class TinkerMagics(Magics):
         """%tinker status|dashboard|budget|save NAME|load ID|checkpoints|audit|keys|package|verify (-h for help)"""
         parser = _parser()
         try:
-            args = parser.parse_args(shlex.split(line))
+            args = parser.parse_args(shlex.split(_strip_comment(line)))
         except _HelpShown as h:  # argparse already printed the help of the (sub)command asked for
             if str(h):
                 print(str(h))
