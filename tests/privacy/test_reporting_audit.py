@@ -268,3 +268,17 @@ def test_charge_also_naming_the_attached_records_charges_their_pool_once(tiny_mo
     sub.attach_dataset(RECORDS[:10])
     assert sub.get_dp_metrics().dataset_steps == 1
     sub.close()
+
+
+def test_attach_info_never_says_a_spent_data_set_spent_nothing(tiny_model, tmp_path):
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    dp = svc.create_training_client(_cfg(tiny_model))
+    dp.attach_dataset(RECORDS)
+    _step(dp, next(dp.poisson_batches(steps=1)))
+    dp.close()
+    again = svc.create_training_client(_cfg(tiny_model))
+    assert again.attach_dataset(RECORDS)["dataset_epsilon"] > 0
+    again.close()
+    plain = svc.create_training_client(_cfg(tiny_model, dp_config=None))
+    assert plain.attach_dataset(RECORDS)["dataset_epsilon"] is None  # no δ to state it at; it was 0.0
+    plain.close()

@@ -198,7 +198,7 @@ class TrainingSession:
         self.source = source
         info = {"records": n, "sample_rate": source.sample_rate, "noise_multiplier": self.accountant.sigma,
                 "max_steps": info.get("max_steps"), "dataset_sha256": source.digest,
-                "dataset_epsilon": info.get("dataset_epsilon", 0.0), "also_charged": len(extra),
+                "dataset_epsilon": info.get("dataset_epsilon"), "also_charged": len(extra),  # None without DP
                 "pool": self.accountant.pool}
         self._audit("attach_dataset", run_record.audit_params("attach_dataset", dataset_sha256=source.digest, n=n), info)
         self.events.publish("dataset", info)
