@@ -74,3 +74,22 @@ def test_cli_package_of_an_unknown_artifact_gives_its_advice_once(tmp_path, monk
     assert err.count("\n") == 1 and err.count("tinker-nb checkpoints") == 1, err
     assert "list_checkpoints" not in err and "CLI:" not in err
     assert not (tmp_path / "x.tgsp").exists()
+
+
+def test_attach_and_package_results_print_readably(tiny_model, tmp_path):
+    from tinker_nb.security.kem import RecipientIdentity
+
+    svc = ServiceClient(tmp_path / "ws", passphrase="pw")
+    tc = svc.create_training_client(TrainingConfig(
+        model_ref=tiny_model, lora_config=LoRAConfig(rank=2, alpha=4, target_modules=("q_proj",)),
+        dp_config=DPConfig(target_epsilon=5.0, target_delta=1e-3), batch_size=4, epochs=1))  # σ calibrated
+    info = tc.attach_dataset(RECORDS[:30])
+    assert info["records"] == 30 and info.records == 30
+    assert not LONG_FLOAT.search(repr(info)), repr(info)
+    d = next(tc.poisson_batches(steps=1))
+    tc.forward_backward(d)
+    tc.optim_step()
+    m = tc.package(tmp_path / "m.tgsp", recipients=[RecipientIdentity.generate().public_key()])
+    assert m["format"] == "tgsp/v1" and m.format == "tgsp/v1"
+    assert not LONG_FLOAT.search(repr(m)), repr(m)
+    tc.close()
