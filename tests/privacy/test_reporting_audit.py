@@ -282,3 +282,22 @@ def test_attach_info_never_says_a_spent_data_set_spent_nothing(tiny_model, tmp_p
     plain = svc.create_training_client(_cfg(tiny_model, dp_config=None))
     assert plain.attach_dataset(RECORDS)["dataset_epsilon"] is None  # no δ to state it at; it was 0.0
     plain.close()
+
+
+def test_the_sessions_config_cannot_be_swapped_after_creation(tiny_model, tmp_path):
+    """Rebinding tc.session.config to a larger δ made the certificate state a smaller ε (and it verified)."""
+    import dataclasses
+
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    cfg = _cfg(tiny_model)
+    tc = svc.create_training_client(cfg)
+    loose = dataclasses.replace(cfg, dp_config=dataclasses.replace(cfg.dp_config, target_delta=0.02))
+    with pytest.raises(AttributeError):
+        tc.session.config = loose
+    with pytest.raises(AttributeError):
+        tc.session.dp = loose.dp_config
+    tc.config = loose  # the client's own copy is only a view: nothing reported follows it
+    tc.attach_dataset(RECORDS)
+    _step(tc, next(tc.poisson_batches(steps=1)))
+    assert tc.get_dp_metrics().delta == 1e-3
+    tc.close()

@@ -67,8 +67,8 @@ class TrainingSession:
     def __init__(self, config: TrainingConfig, *, events: EventBus | None = None, audit: AuditFn | None = None,
                  noise_seed: int | None = None, odometer: PrivacyOdometer | None = None,
                  tenant: str = "default") -> None:
-        self.config = copy.deepcopy(config)  # captured once: later changes to the caller's objects change nothing
-        config = self.config
+        self._config = copy.deepcopy(config)  # captured once: later changes to the caller's objects change nothing
+        config = self._config
         self.session_id = uuid.uuid4().hex[:16]
         self.events = events or EventBus()
         self._audit = audit or (lambda op, params, summary: None)
@@ -84,7 +84,7 @@ class TrainingSession:
         self.model = add_lora(loaded.model, config.lora_config, seed=config.seed)
         self.model.train()
         dp = config.dp_config
-        self.dp = dp
+        self._dp = dp
         self.acc = GradientAccumulator(self.model, dp=dp is not None, max_grad_norm=dp.max_grad_norm if dp else None)
         self.optimizer = torch.optim.AdamW(self.acc.params, lr=config.learning_rate, weight_decay=config.weight_decay)
         # Secret randomness (engine/noise.py): independent AES-256-CTR keystreams keyed from the OS. A fixed
@@ -114,6 +114,16 @@ class TrainingSession:
                     {"model_ref": config.model_ref, "dp": dp is not None, "rank": config.lora_config.rank})
 
     # ------------------------------------------------------------------ public read-only views
+    @property
+    def config(self) -> TrainingConfig:
+        """The configuration captured at creation (read-only: what every record and certificate states)."""
+        return self._config
+
+    @property
+    def dp(self) -> Any:
+        """The DPConfig captured at creation (None without DP); read-only."""
+        return self._dp
+
     @property
     def steps(self) -> int:
         return self.accountant.steps
