@@ -363,7 +363,6 @@ def test_planner_keeps_its_last_plan_as_static_html_once_a_later_cell_runs(monke
 
     disp = _Displays(monkeypatch)
     p = BudgetPlanner(dataset_size=2000, batch_size=64, epochs=1, mode="target", target_epsilon=3.0).show()
-    p._shown_in = 7
     p.after_cell(7)  # the planner's own cell: stays live
     assert not p.frozen
     p.target_epsilon = 2.0

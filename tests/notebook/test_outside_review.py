@@ -103,3 +103,68 @@ def test_magic_lines_may_end_in_a_comment_as_in_the_readme(shell, tc):
     assert meta.name == "m"
     with pytest.raises(UsageError, match="No closing quotation"):
         shell.run_line_magic("tinker", "status 'open # quote")
+
+
+class _Displays:
+    def __init__(self, monkeypatch):
+        import IPython.display as ipd
+
+        from tinker_nb.notebook import dashboard
+
+        self.calls: list[tuple[str, dict, str]] = []
+        monkeypatch.setattr(ipd, "display", lambda b, display_id=None, raw=False: self.calls.append(("display", b, display_id)))
+        monkeypatch.setattr(ipd, "update_display", lambda b, display_id=None, raw=False: self.calls.append(("update", b, display_id)))
+        monkeypatch.setattr(dashboard, "widgets_enabled", lambda: True)
+
+    @staticmethod
+    def live(bundle: dict) -> bool:
+        return "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_a_dashboard_opened_right_after_a_training_cell_shows_every_queued_step(tc):
+    """The training cell returns with steps still queued (backpressure keeps a few in flight): a dashboard
+    opened in the next cell shows all of them, as %tinker status does, not the first with the last one's ε."""
+    for b in tc.poisson_batches(steps=3):
+        tc.forward_backward(b)
+        tc.optim_step()
+    d = tc.dashboard()  # no drain before: the queue may still hold steps
+    m = tc.get_dp_metrics()
+    assert d.step == m.steps == 3 and d.epsilon == m.epsilon_spent
+    assert len(d._steps) == 3
+
+
+def test_a_dashboard_that_is_not_training_becomes_static_once_a_later_cell_runs(tc, monkeypatch):
+    """Opened after training (or never trained on), it must not stay a live widget: after a restart from the
+    page JupyterLab would show 'model not found'. Training brings the live view back."""
+    disp = _Displays(monkeypatch)
+    _train(tc, 2)
+    d = tc.dashboard().show()
+    d.after_cell(5)  # its own cell: stays live
+    assert not d.frozen
+    d.after_cell(6)  # a later cell
+    if d._freezer is not None:
+        d._freezer.join(30)
+    kind, bundle, did = disp.calls[-1]
+    assert d.frozen and kind == "update" and did == d._display_id and not disp.live(bundle)
+    assert "step <b data-k=\"step\">2</b>" in bundle["text/html"]
+    for b in tc.poisson_batches(steps=1):
+        tc.forward_backward(b)
+        tc.optim_step()
+    tc.metrics_history()
+    assert not d.frozen and any(k == "update" and disp.live(b) for k, b, _ in disp.calls)
+
+
+def test_a_planner_or_dashboard_shown_by_a_cell_stays_live_until_the_next_cell(shell, tc, monkeypatch):
+    """Through real cells (IPython's own post_run_cell and execution counter, which IPython 9 advances
+    before the cell body runs): the display stays interactive in the cell that showed it."""
+    disp = _Displays(monkeypatch)
+    shell.run_cell("from tinker_nb.notebook.planner import BudgetPlanner as _BP\n"
+                   "_p = _BP(dataset_size=2000, batch_size=64, epochs=1)\n_p", store_history=True)
+    p = shell.user_ns["_p"]
+    assert p._display_id is not None and not p.frozen, "the planner froze at the end of its own cell"
+    shell.run_cell("_d = review_tc.dashboard()\n_d", store_history=True)
+    d = shell.user_ns["_d"]
+    assert d._display_id is not None and not d.frozen and p.frozen
+    shell.run_cell("1 + 1", store_history=True)
+    assert d.frozen
+    assert disp.calls

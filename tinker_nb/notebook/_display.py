@@ -52,6 +52,7 @@ class LiveDisplay:
 
     _display_id: str | None = None
     _frozen: bool = False
+    _in_showing_cell: bool = False
     model_id: str  # the anywidget's
 
     if TYPE_CHECKING:  # what the widget class mixing this in provides
@@ -80,11 +81,18 @@ class LiveDisplay:
 
         self._display_id = f"tinker-nb-{type(self).__name__.lower()}-{uuid.uuid4().hex[:12]}"
         self._frozen = False
-        ip = _ipython()
-        self._shown_in = getattr(ip, "execution_count", None)
+        # The cell that shows it is still running: its own post_run_cell must leave it live. (A flag, not the
+        # execution counter: IPython 9 advances that before the body runs, so it differs from the result's.)
+        self._in_showing_cell = True
         display(self._live_bundle(), display_id=self._display_id, raw=True)
         register(self)
         return self
+
+    def leaving_showing_cell(self) -> bool:
+        """True once, at the end of the cell that showed this display (post_run_cell): it stays live there."""
+        was = getattr(self, "_in_showing_cell", False)
+        self._in_showing_cell = False
+        return was
 
     def _ipython_display_(self) -> None:
         self.show()

@@ -148,7 +148,7 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
         d.accountant = dp.accountant.upper() if dp else "no DP"
         if total_steps is not None:
             d.total_steps = int(total_steps)
-        hist = list(tc.session.metrics_history)
+        hist = list(tc.metrics_history())  # waits for queued steps: a training cell may return with some in flight
         for rec in hist:
             d._record_step(rec)
         if hist:
@@ -175,11 +175,11 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
         if n and all(r.get("clipped") is not None for r in hist):
             out["clip_fraction"] = sum(int(r["clipped"]) for r in hist) / n
         times = [float(r["time"]) for r in hist if r.get("time") is not None]
-        if len(times) == len(hist):
-            elapsed = times[-1] - times[0] + float(hist[0].get("seconds") or 0.0)
-            out["elapsed_s"] = max(0.0, elapsed)
-            if elapsed > 0:
-                out["steps_per_s"] = len(hist) / elapsed
+        if len(times) == len(hist) >= 2 and times[-1] > times[0]:
+            # (the first step's own "seconds" also counts the idle time before it: use the mean step time)
+            per_step = (times[-1] - times[0]) / (len(times) - 1)
+            out["elapsed_s"] = per_step * len(times)
+            out["steps_per_s"] = 1.0 / per_step
         return out
 
     @staticmethod
@@ -380,9 +380,18 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
 
     def after_cell(self, execution_count: int | None = None) -> None:
         """IPython post_run_cell: once the cell's queued training work is done, freeze to a snapshot."""
-        if not self._dirty or self._display_id is None or self._frozen:
+        if self._display_id is None or self._frozen:
             return
         if self._freezer is not None and self._freezer.is_alive():
+            return
+        own_cell = self.leaving_showing_cell()
+        if not self._dirty:
+            # Not training (opened after training, or never trained on): once a later cell runs, keep a static
+            # snapshot, so a restart from the page cannot leave "model not found"; training thaws it.
+            with self._lock:
+                training = self._pending.get("status", self.status) == "training"
+            if not own_cell and not training:
+                self.freeze()
             return
 
         def work() -> None:

@@ -460,7 +460,7 @@ class BudgetPlanner(LiveDisplay, anywidget.AnyWidget):
         """IPython post_run_cell: once a later cell runs, keep this planner's last plan as static HTML."""
         if self._display_id is None or self._frozen:
             return
-        if execution_count is not None and execution_count == getattr(self, "_shown_in", None):
+        if self.leaving_showing_cell():
             return  # the cell that displayed the planner
         self.freeze()
 
