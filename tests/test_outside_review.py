@@ -93,3 +93,16 @@ def test_attach_and_package_results_print_readably(tiny_model, tmp_path):
     assert m["format"] == "tgsp/v1" and m.format == "tgsp/v1"
     assert not LONG_FLOAT.search(repr(m)), repr(m)
     tc.close()
+
+
+def test_cli_output_into_a_missing_folder_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    ws = tmp_path / "ws"
+    ServiceClient(ws, passphrase="pw").rotate_keys()  # signs a ledger checkpoint with the workspace identity
+    monkeypatch.setenv("TINKER_NB_WORKSPACE_PASSPHRASE", "pw")
+    missing = tmp_path / "no" / "such"
+    for argv in (["pubkey", "--workspace", str(ws), "--out", str(missing / "ws.pub")],
+                 ["audit", "checkpoint", "--workspace", str(ws), "--out", str(missing / "head.json")]):
+        assert main(argv) == EXIT_USAGE, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "does not exist" in err and "Errno" not in err, err
+    assert not missing.exists()

@@ -142,6 +142,12 @@ def _print_json(obj: Any) -> None:
 
 
 # ---------------------------------------------------------------------- commands
+def _check_out_folder(out: Path) -> None:
+    """An output file's folder must exist (the CLI creates no folders for single files): exit 2, not 4."""
+    if not out.parent.is_dir():
+        raise ConfigError(f"folder {out.parent} does not exist.")
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from .security.kem import RecipientIdentity
     from .security.signing import HybridSigner
@@ -153,8 +159,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
             raise KeyAccessError(f"cannot write key file {p}: it is a folder; give a file name (e.g. {p}/{args.kind}.key).")
     if (out.exists() or pub.exists()) and not args.force:
         raise ConfigError(f"{out} or {pub} exists; use --force to overwrite.")
-    if not out.parent.is_dir():
-        raise ConfigError(f"folder {out.parent} does not exist.")
+    _check_out_folder(out)
     pw = _passphrase(args, f"new {args.kind} key", confirm=True)
     if len(pw) < 8:
         raise ConfigError("use a passphrase of at least 8 characters.")
@@ -195,6 +200,7 @@ def cmd_pubkey(args: argparse.Namespace) -> int:
     if args.out:
         if Path(args.out).is_dir():
             raise KeyAccessError(f"cannot write public key file {args.out}: it is a folder.")
+        _check_out_folder(Path(args.out))
         key.save(args.out)
     else:
         print(json.dumps(key.to_dict(), indent=1))
@@ -392,6 +398,7 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
             raise ConfigError(f"--out {out} is a folder; give a file name.")
         if out.exists() and not args.force:
             raise ConfigError(f"{out} exists; use --force to overwrite.")
+        _check_out_folder(out)
         from .fsio import atomic_write
 
         atomic_write(out, text.encode(), mode=0o644)
