@@ -106,3 +106,9 @@ def test_cli_output_into_a_missing_folder_is_a_usage_error(tmp_path, monkeypatch
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "does not exist" in err and "Errno" not in err, err
     assert not missing.exists()
+
+
+def test_forward_result_prints_short_floats(tc):
+    r = tc.forward(["the patient in room 3 reports pain", "note 1"])
+    assert not LONG_FLOAT.search(repr(r)), repr(r)
+    assert len(r.logprobs[0]) > 3 and isinstance(r.logprobs[0][0], float)  # the values themselves are full precision

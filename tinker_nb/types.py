@@ -39,8 +39,10 @@ def _fmt(v: Any, key: Any = None) -> str:
         if math.isinf(v):
             return "inf" if v > 0 else "-inf"
         return f"{v:.4g}"
-    if isinstance(v, list) and len(v) > 6:
-        return f"[{', '.join(_fmt(x) for x in v[:3])}, … {len(v)} items]"
+    if isinstance(v, list):
+        if len(v) > 6:
+            return f"[{', '.join(_fmt(x) for x in v[:3])}, … {len(v)} items]"
+        return f"[{', '.join(_fmt(x) for x in v)}]"
     if isinstance(v, dict):
         return "{" + ", ".join(f"{k}: {_fmt(x, k)}" for k, x in v.items()) + "}"
     return repr(v)
