@@ -61,8 +61,7 @@ class TinkerFuture(Generic[T]):
         try:
             self._worker.wait(self._inner, timeout)
         except KeyboardInterrupt:
-            self._worker.interrupted(self.op)
-            raise
+            raise KeyboardInterrupt(self._worker.interrupted(self.op)) from None
         self._worker.observed(self)
         if self._inner.cancelled():
             raise OperationCancelled(f"{self.op} was cancelled before it ran (interrupt or close); nothing changed.")
@@ -137,8 +136,7 @@ class OrderedWorker:
         try:
             self._wait_for_room()
         except KeyboardInterrupt:
-            self.interrupted(op)
-            raise
+            raise KeyboardInterrupt(self.interrupted(op)) from None
         self._raise_unobserved()
 
         def run() -> Any:
@@ -224,12 +222,16 @@ class OrderedWorker:
             self._unobserved = [f for f in self._unobserved if not f.cancelled()]
         return cancelled
 
-    def interrupted(self, op: str) -> None:
+    def interrupted(self, op: str) -> str:
+        """Cancel the queued operations, report them; returns what the re-raised KeyboardInterrupt says."""
         cancelled = self.cancel_pending()
         running = [o for o, f in self._in_flight if f.running()]
         info = {"operation": op, "cancelled": cancelled, "running": running}
         if self._on_interrupt:
             self._on_interrupt(info)
+        return (f"interrupted: {len(cancelled)} queued operations were cancelled and never ran (queued training "
+                f"steps are not charged){'; the running ' + running[0] + ' finishes first' if running else ''}. "
+                "get_dp_metrics() says what ran; the client stays usable.")
 
     def run_after(self, fn: Callable[[], Any]) -> cf.Future:
         """Queue a maintenance function behind everything queued (no backpressure, never skipped)."""
@@ -244,8 +246,7 @@ class OrderedWorker:
         try:
             self.wait(self._pool.submit(lambda: None))
         except KeyboardInterrupt:
-            self.interrupted("drain")
-            raise
+            raise KeyboardInterrupt(self.interrupted("drain")) from None
 
     def shutdown(self) -> None:
         self.closed = True

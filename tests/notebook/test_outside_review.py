@@ -168,3 +168,33 @@ def test_a_planner_or_dashboard_shown_by_a_cell_stays_live_until_the_next_cell(s
     shell.run_cell("1 + 1", store_history=True)
     assert d.frozen
     assert disp.calls
+
+
+def test_an_interrupted_run_is_stated_in_the_dashboard_and_the_keyboard_interrupt(tc):
+    """Issue 12 item 1: after the stop button the user sees what ran and that queued steps were not charged."""
+    import _thread
+    import threading
+
+    d = tc.dashboard()
+    fired = threading.Event()
+
+    def on_step(kind, payload):
+        if payload.get("step") == 2 and not fired.is_set():
+            fired.set()
+            _thread.interrupt_main()
+
+    tc.events.subscribe(on_step, kind="step")
+    with pytest.raises(KeyboardInterrupt) as info:
+        for b in tc.poisson_batches(steps=200):
+            tc.forward_backward(b)
+            tc.optim_step()
+    assert "not charged" in str(info.value) and "get_dp_metrics" in str(info.value)
+    m = tc.get_dp_metrics()
+    assert d.status == "interrupted" and f"{m.steps} steps ran" in d.warning, d.warning
+    assert "interrupted" in d.snapshot_html() and f"{m.steps} steps ran" in d.snapshot_html()
+    for b in tc.poisson_batches(steps=1):  # training again: the interrupt notice goes
+        tc.forward_backward(b)
+        tc.optim_step()
+    tc.metrics_history()
+    d._flush()  # (the dashboard sends at most MAX_RATE updates a second; a trailing timer sends the rest)
+    assert d.status == "training" and d.warning == ""

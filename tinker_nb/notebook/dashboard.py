@@ -278,8 +278,8 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
                     fields["clip_fraction"] = self._clip_k / self._clip_n
                 self._pending.update(fields, status="training")
                 self._pending.update(self._timing_fields(step, t))
-                if self._pending.get("warning", self.warning).startswith("budget exhausted"):
-                    self._pending["warning"] = ""
+                if self._pending.get("warning", self.warning).startswith(("budget exhausted", "interrupted")):
+                    self._pending["warning"] = ""  # a new step: the last refusal or interrupt is over
             elif kind == "forward_backward":
                 n = int(payload.get("examples") or 0)
                 if n:
@@ -296,6 +296,8 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
                 urgent = True
             elif kind == "interrupt":
                 self._pending["status"] = "interrupted"
+                if payload.get("message"):  # what ran and what was cancelled (never charged)
+                    self._pending["warning"] = str(payload["message"])
                 urgent = True
             elif kind == "close":
                 self._pending["status"] = "done" if self.status != "interrupted" else "interrupted"
