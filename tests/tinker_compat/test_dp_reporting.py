@@ -24,3 +24,4 @@ def test_the_same_datum_under_other_weights_counts_as_the_same_record(served, se
     assert m2["dp_caller_supplied_mu2"] - m1["dp_caller_supplied_mu2"] == pytest.approx(1.0)
     assert m2["dp_epsilon"] > m1["dp_epsilon"]
     assert m2["dp_accounting_caller_supplied"] == 1.0 and m2["dp_amplification"] == 0.0
+    assert m2["dp_accounting_valid"] == 0.0  # participation counting rests on an assumption the server cannot check

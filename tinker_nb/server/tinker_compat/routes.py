@@ -302,7 +302,9 @@ def build_tinker_router(state: Any, compat: TinkerCompat) -> APIRouter:
                # accounting mode (floats only on this wire): participation counting of caller-supplied
                # batches, μ-GDP without amplification; 1.0 = that mode, never Poisson
                "dp_accounting_caller_supplied": 1.0 if dm.sampling == "caller-supplied" else 0.0,
-               "dp_amplification": 0.0 if dm.sampling == "caller-supplied" else 1.0}
+               "dp_amplification": 0.0 if dm.sampling == "caller-supplied" else 1.0,
+               # 1.0 only if the accounting's assumptions hold (never for caller-supplied batches: docs/DP.md)
+               "dp_accounting_valid": 1.0 if dm.accounting_valid else 0.0}
         if dm.target_epsilon is not None:
             out["dp_target_epsilon"] = float(dm.target_epsilon)
         if dm.epsilon_remaining is not None:
