@@ -198,3 +198,11 @@ def test_an_interrupted_run_is_stated_in_the_dashboard_and_the_keyboard_interrup
     tc.metrics_history()
     d._flush()  # (the dashboard sends at most MAX_RATE updates a second; a trailing timer sends the rest)
     assert d.status == "training" and d.warning == ""
+
+
+def test_save_magic_name_is_optional_like_save_state_and_tail_must_be_positive(shell, tc):
+    _train(tc, 1)
+    saved = shell.run_line_magic("tinker", "--client review_tc save")
+    assert saved.name == "step-1"
+    with pytest.raises(UsageError, match="--tail"):
+        shell.run_line_magic("tinker", "--client review_tc audit --tail -1")

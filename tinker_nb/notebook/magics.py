@@ -63,7 +63,7 @@ def _parser() -> _Parser:
     g.add_argument("--noise-multiplier", type=float, default=None, help="fix σ and get ε")
     g.add_argument("--target-epsilon", type=float, default=None, help="fix ε and get σ")
     s = sub.add_parser("save", help="save an encrypted checkpoint")
-    s.add_argument("name")
+    s.add_argument("name", nargs="?", default=None, help="checkpoint name (default: step-N)")
     s.add_argument("--metadata", default=None, help="JSON object stored with the checkpoint")
     s.add_argument("--no-optimizer", action="store_true")
     ld = sub.add_parser("load", help="load a checkpoint by artifact id")
@@ -100,7 +100,7 @@ def _parser() -> _Parser:
 class TinkerMagics(Magics):
     @line_magic
     def tinker(self, line: str) -> Any:
-        """%tinker status|dashboard|budget|save NAME|load ID|checkpoints|audit|keys|package|verify (-h for help)"""
+        """%tinker status|dashboard|budget|save [NAME]|load ID|checkpoints|audit|keys|package|verify (-h for help)"""
         parser = _parser()
         try:
             args = parser.parse_args(shlex.split(_strip_comment(line)))
@@ -204,6 +204,8 @@ class TinkerMagics(Magics):
         return checkpoints_frame(tc)
 
     def _cmd_audit(self, tc, args):
+        if args.tail < 1:
+            raise UsageError(f"--tail must be at least 1, got {args.tail}.")
         led = tc.audit_log()
         if args.verify:
             rep = led.verify()
