@@ -147,7 +147,7 @@ def test_magics(shell, tc, capsys):
         with pytest.raises(UsageError):
             shell.run_line_magic("tinker", bad)
     assert not (tmp / "x.tgsp").exists()
-    for bad in ("frobnicate", "save", "save x --metadata notjson", "save x --metadata '[1]'", "load",
+    for bad in ("frobnicate", "save x --metadata notjson", "save x --metadata '[1]'", "load",
                 "--client nope status", "audit --tail x", "load does-not-exist", "save 'unbalanced"):
         with pytest.raises(UsageError):
             shell.run_line_magic("tinker", bad)
