@@ -77,3 +77,30 @@ def test_a_checkpoint_of_a_data_set_later_trained_with_a_fixed_seed_is_not_valid
     package_checkpoint(svc, saved.artifact_id, tmp_path / "p.tgsp", recipients=[_recipient()])
     cert = inspect_package(tmp_path / "p.tgsp")["dp_certificate.json"]
     assert cert["accounting_valid"] is False and cert["noise_seed"].startswith("fixed")
+
+
+def test_a_checkpoint_from_before_the_order_free_pools_counts_the_data_sets_later_steps(tiny_model, tmp_path):
+    """A run record naming the old, order-sensitive pool reads the pool its charges were carried over to."""
+    import json
+
+    from tinker_nb.engine.data_source import dataset_digest
+
+    svc = ServiceClient(tmp_path / "ws", passphrase="p")
+    cfg = _cfg(tiny_model)
+    first = _train(svc, cfg, 1)
+    examples = [first.session._encode_record(i, r) for i, r in enumerate(RECORDS)]
+    blobs = first.run_record()
+    first.close()
+    legacy = f"dataset:{dataset_digest(examples)}"
+    state = json.loads(blobs["state.json"])
+    state["pool"] = legacy  # what a checkpoint saved before the change holds
+    blobs["state.json"] = json.dumps(state).encode()
+    old = svc.store.save("old-format", blobs, metadata={"kind": "training-state"},
+                         public={"step": 1, "kind": "training-state"}, ledger=svc.ledger)
+    q = cfg.batch_size / len(RECORDS)
+    for _ in range(2):  # the old pool's own charges, carried over on the next attach
+        svc.odometer.charge("default", legacy, "old-client", poisson=(1.0, q))
+    _train(svc, cfg, 3).close()  # and three steps under the order-free name
+    package_checkpoint(svc, old.artifact_id, tmp_path / "p.tgsp", recipients=[_recipient()])
+    cert = inspect_package(tmp_path / "p.tgsp")["dp_certificate.json"]
+    assert sum(n for _, _, n in cert["history"]) == 1 + 2 + 3

@@ -227,6 +227,14 @@ class PrivacyOdometer:
                 db.execute("ROLLBACK")
                 raise
 
+    def successors(self, tenant: str, pool: str) -> list[str]:
+        """The pools that ``pool``'s charges were carried over to (:meth:`carry_over`); they hold them and more."""
+        with self._lock:
+            rows = self._conn().execute(
+                "SELECT DISTINCT pool FROM charges WHERE tenant=? AND substr(client, 1, ?) = ? AND pool != ?",
+                (tenant, len(f"from {pool} "), f"from {pool} ", pool)).fetchall()
+        return sorted(r[0] for r in rows)
+
     def charge_unprotected(self, tenant: str, pool: str, client: str) -> None:
         """Record a step taken on ``pool`` without DP: from now on the data set's ε is unbounded."""
         with self._lock:

@@ -123,19 +123,21 @@ def _with_current_pool(service: Any, state: dict[str, Any]) -> dict[str, Any]:
     if not pool or not (state.get("config") or {}).get("dp_config"):
         return state
     try:
-        comp = service.odometer.composition(service.tenant, pool)
+        odometer = service.odometer
+        # a pool named the older, order-sensitive way: its charges were carried over to the order-free pool
+        comps = [odometer.composition(service.tenant, p) for p in (pool, *odometer.successors(service.tenant, pool))]
     except (AttributeError, ConfigError):  # a service without a local odometer: the record as saved
         return state
     runs: dict[tuple[float, float], int] = {}
-    for part in (state.get("history") or [], comp.poisson):
+    for part in (state.get("history") or [], *(c.poisson for c in comps)):
         for sigma, q, n in part:
             key = (float(sigma), float(q))
             runs[key] = max(runs.get(key, 0), int(n))
     out = dict(state)
     out["history"] = [[sg, q, n] for (sg, q), n in sorted(runs.items())]
-    out["gaussian_mu2"] = max(float(state.get("gaussian_mu2") or 0.0), comp.gaussian_mu2)
-    out["unprotected_steps"] = max(int(state.get("unprotected_steps") or 0), comp.unprotected_steps)
-    out["noise_seed_fixed"] = bool(state.get("noise_seed_fixed")) or comp.noise_known_clients > 0
+    out["gaussian_mu2"] = max([float(state.get("gaussian_mu2") or 0.0), *(c.gaussian_mu2 for c in comps)])
+    out["unprotected_steps"] = max([int(state.get("unprotected_steps") or 0), *(c.unprotected_steps for c in comps)])
+    out["noise_seed_fixed"] = bool(state.get("noise_seed_fixed")) or any(c.noise_known_clients for c in comps)
     return out
 
 
