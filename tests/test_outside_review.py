@@ -112,3 +112,24 @@ def test_forward_result_prints_short_floats(tc):
     r = tc.forward(["the patient in room 3 reports pain", "note 1"])
     assert not LONG_FLOAT.search(repr(r)), repr(r)
     assert len(r.logprobs[0]) > 3 and isinstance(r.logprobs[0][0], float)  # the values themselves are full precision
+
+
+def test_bad_loop_dashboard_batch_and_sample_arguments_are_tinker_errors_that_change_nothing(tc):
+    from tinker_nb import DataError, TinkerError
+
+    before = (tc.get_dp_metrics().dataset_steps, tc.service.ledger.head_info()[0])
+    with pytest.raises(ConfigError, match="not both"):
+        tc.poisson_batches(steps=2, epochs=1)
+    with pytest.raises(ConfigError, match="epochs"):
+        tc.planned_steps(-1)
+    for bad in ("abc", -3, 0, 2.5, True):
+        with pytest.raises(ConfigError, match="total_steps"):
+            tc.dashboard(total_steps=bad)
+    for batch in ({"input_ids": [[1.5, 2]]}, [{"input_ids": [1.5, 2]}]):
+        with pytest.raises(DataError, match="integer"):
+            tc.forward_backward(batch).result()
+    for stop in (5, [5], [""]):
+        with pytest.raises(TinkerError, match="stop"):
+            tc.sample(["hi"], stop=stop)
+    assert (tc.get_dp_metrics().dataset_steps, tc.service.ledger.head_info()[0]) == before
+    assert tc.get_dp_metrics().steps == 0

@@ -12,6 +12,7 @@ Accepted forms:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,8 @@ def _as_2d(name: str, value: Any) -> torch.Tensor:
         if len(lengths) > 1:
             raise DataError(f"batch[{name!r}] is ragged (row lengths {sorted(lengths)}); pad to one length and pass "
                             "attention_mask, or pass a list of per-example dicts, which are padded for you.")
+        if not all(isinstance(x, numbers.Integral) for r in rows for x in r):  # 1.5 must not become 1
+            raise DataError(f"batch[{name!r}] must contain integers only.")
         try:
             t = torch.tensor(rows, dtype=torch.long) if rows else torch.zeros((0, 0), dtype=torch.long)
         except (TypeError, ValueError, OverflowError, RuntimeError):
@@ -109,6 +112,14 @@ def _datum_fields(item: Any) -> dict:
     raise DataError(f"batch items must be dicts or Tinker Datum objects, got {type(item).__name__}.")
 
 
+def _int_list(i: int, key: str, value: Any) -> list[int]:
+    seq = value.tolist() if hasattr(value, "tolist") else value
+    if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence) \
+            or not all(isinstance(x, numbers.Integral) for x in seq):  # 1.5 must not become 1
+        raise DataError(f"example {i}: {key!r} must be a flat list of integer ids.")
+    return [int(x) for x in seq]
+
+
 def collate(examples: Sequence[Mapping], *, pad_id: int) -> dict:
     """Right-pad per-example dicts into a rectangular dict of tensors."""
     if not examples:
@@ -123,11 +134,9 @@ def collate(examples: Sequence[Mapping], *, pad_id: int) -> dict:
             raise DataError(f"example {i} has unknown keys {sorted(unknown)}; expected input_ids, attention_mask, labels.")
         if "input_ids" not in ex:
             raise DataError(f"example {i} has no 'input_ids'.")
-        ids = [int(x) for x in (ex["input_ids"].tolist() if hasattr(ex["input_ids"], "tolist") else ex["input_ids"])]
-        labels = ex.get("labels", ids)
-        labels = [int(x) for x in (labels.tolist() if hasattr(labels, "tolist") else labels)]
-        mask = ex.get("attention_mask", [1] * len(ids))
-        mask = [int(x) for x in (mask.tolist() if hasattr(mask, "tolist") else mask)]
+        ids = _int_list(i, "input_ids", ex["input_ids"])
+        labels = _int_list(i, "labels", ex.get("labels", ids))
+        mask = _int_list(i, "attention_mask", ex.get("attention_mask", [1] * len(ids)))
         if not ids:
             raise DataError(f"example {i} has no tokens.")
         if len(labels) != len(ids) or len(mask) != len(ids):

@@ -61,8 +61,10 @@ def _check(max_tokens, temperature, top_p, top_k, stop, seed) -> list[str]:
         raise ConfigError(f"top_k must be a non-negative integer or None (0/None = off), got {top_k!r}.")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}.")
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    if not all(isinstance(s, str) and s for s in stops):
+    stops = [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, (list, tuple)) else stop
+    if stops is None:
+        stops = []
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
         raise ConfigError("stop must be a non-empty string or a list of non-empty strings.")
     return stops
 

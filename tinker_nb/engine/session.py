@@ -61,6 +61,12 @@ def _fingerprints(b: Batch) -> list[bytes]:
     return out
 
 
+def _check_epochs(epochs: Any) -> None:
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float))
+                               or not math.isfinite(epochs) or epochs <= 0):
+        raise ConfigError(f"epochs must be > 0, got {epochs!r}.")
+
+
 class TrainingSession:
     """Model + LoRA + DP-SGD state for one training client."""
 
@@ -219,6 +225,7 @@ class TrainingSession:
 
         if self.source is None:
             raise StateError("attach_dataset(records) first: the number of steps depends on the data set size.")
+        _check_epochs(epochs)
         return accounting.steps_for_epochs(sample_rate=self.source.sample_rate, epochs=epochs or self.config.epochs)
 
     def poisson_batches(self, *, epochs: float | None = None, steps: int | None = None) -> Iterator[Draw]:
@@ -226,11 +233,11 @@ class TrainingSession:
         self.check_open()
         if self.source is None:
             raise StateError("attach_dataset(records) first: the library draws the batches from the attached data.")
+        if steps is not None and epochs is not None:
+            raise ConfigError("give steps or epochs, not both.")
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
             raise ConfigError(f"steps must be a positive integer, got {steps!r}.")
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, (int, float))
-                                   or not math.isfinite(epochs) or epochs <= 0):
-            raise ConfigError(f"epochs must be > 0, got {epochs!r}.")
+        _check_epochs(epochs)
         total = steps if steps is not None else self.planned_steps(epochs)
         source = self.source
         source.new_loop()

@@ -140,6 +140,11 @@ class Dashboard(LiveDisplay, anywidget.AnyWidget):
         Opened after training, it shows what ``%tinker status`` shows: the reported ε (PLD/PRV), the
         steps taken, the workspace's checkpoints.
         """
+        if total_steps is not None and (isinstance(total_steps, bool) or not isinstance(total_steps, int)
+                                        or total_steps < 1):
+            from ..errors import ConfigError
+
+            raise ConfigError(f"total_steps must be a positive integer (the planned steps), got {total_steps!r}.")
         d = cls()
         d._client = tc
         dp = tc.config.dp_config
