@@ -1,6 +1,7 @@
 """Build the embedded default model `tinker-nb/tiny-llama` from scratch, deterministically, on the CPU.
 
-1. Corpus: 60,000 template stories + 2,000 short "health" sentences (tinker_nb.engine.demo_data), no downloads.
+1. Corpus: 60,000 template stories + 2,000 short "health" sentences + 20,000 public health-leaflet sentences
+   (tinker_nb.engine.demo_data; general medical vocabulary, never the private notes' format), no downloads.
 2. Tokenizer: byte-level BPE (vocab 2048) trained with `tokenizers` on the stories AND the demo's clinical
    notes, so the private fine-tuning domain tokenises well; the model itself never sees the clinical notes.
 3. Model: LlamaForCausalLM (hidden 256, 4 layers, 4 heads, tied embeddings), pretrained with AdamW on
@@ -24,10 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tinker_nb.engine.demo_data import demo_records, health_sentences, story_corpus  # noqa: E402
+from tinker_nb.engine.demo_data import demo_records, health_leaflets, health_sentences, story_corpus  # noqa: E402
 
 SEQ = 128
 VOCAB = 2048
+LEAFLETS = 20_000
 
 
 def main() -> int:
@@ -50,7 +52,7 @@ def main() -> int:
     torch.use_deterministic_algorithms(True)
     t_start = time.time()
 
-    stories = story_corpus(60_000, seed=0) + health_sentences(2_000, seed=0)
+    stories = story_corpus(60_000, seed=0) + health_sentences(2_000, seed=0) + health_leaflets(LEAFLETS, seed=0)
     random.Random(0).shuffle(stories)
     held_out = stories[:500]
     train_text = stories[500:]
@@ -125,7 +127,7 @@ def main() -> int:
         "name": "tinker-nb/tiny-llama",
         "script": "scripts/make_tiny_llama.py", "script_sha256": script_sha,
         "corpus_generator": "tinker_nb/engine/demo_data.py", "corpus_generator_sha256": data_sha,
-        "corpus": {"stories": 60_000, "health_sentences": 2_000, "held_out": len(held_out),
+        "corpus": {"stories": 60_000, "health_sentences": 2_000, "health_leaflets": LEAFLETS, "held_out": len(held_out),
                    "train_sha256": corpus_sha, "train_bytes": len(corpus_bytes), "train_tokens": int(data.numel())},
         "tokenizer": {"type": "byte-level BPE", "vocab_size": len(fast), "trained_on": "train corpus + 3,000 demo notes",
                       "special_tokens": ["<pad>", "<s>", "</s>"]},

@@ -62,7 +62,7 @@ PUBLIC: dict[str, list[str] | None] = {
     "tinker_nb.engine.batches": ["Batch", "IGNORE_INDEX", "collate", "to_batch"],
     "tinker_nb.engine.checkpoint": ["CHECKPOINT_KIND", "restore_session", "session_to_blobs"],
     "tinker_nb.engine.data_source": ["DataSource", "Draw", "dataset_digest"],
-    "tinker_nb.engine.demo_data": ["demo_records", "story_corpus"],
+    "tinker_nb.engine.demo_data": ["demo_records", "health_leaflets", "story_corpus"],
     "tinker_nb.engine.dp": ["ClipStats", "GradientAccumulator"],
     "tinker_nb.engine.generation": ["Sample", "SampleResult", "generate"],
     "tinker_nb.engine.loss": ["per_sequence_loss"],

@@ -24,7 +24,7 @@ __all__ = ["DEMO", "PROMPTS", "SAMPLING", "demo_split", "dp_config_for", "heldou
 DEMO: dict[str, Any] = {
     "records": 8000,       # private training records (synthetic clinical notes)
     "heldout": 200,        # held-out notes from the same generator, never trained on
-    "steps": 100,          # DP optimizer steps
+    "steps": 40,           # DP optimizer steps
     "batch": 256,          # expected Poisson batch size (q = batch / records = 0.032): large batches, less noise per step
     "lr": 1e-2,            # AdamW learning rate of the adapter
     "rank": 8,             # LoRA rank (alpha = 2 * rank), attention and MLP projections

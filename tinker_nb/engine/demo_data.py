@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-__all__ = ["demo_records", "story_corpus"]
+__all__ = ["demo_records", "health_leaflets", "story_corpus"]
 
 _NAMES = ["Anna", "Ben", "Clara", "David", "Ella", "Finn", "Grace", "Hugo", "Iris", "Jack", "Lena", "Max",
           "Nora", "Omar", "Pia", "Sam", "Tom", "Zoe"]
@@ -82,3 +82,44 @@ def health_sentences(n: int, *, seed: int = 0) -> list[str]:
     r = random.Random(20_000 + seed)
     return [r.choice(_HEALTH).format(n=r.choice(_NAMES), s=r.choice(["cold", "fever", "cough", "headache"]))
             for _ in range(n)]
+
+
+_DURATION_PHRASE = ["since yesterday", "for three days", "for a week", "for two weeks", "since Monday",
+                    "for a month", "for a few hours", "for many years"]
+_LEAFLET = [
+    "A {s} that lasts {d} can have many causes, and most of them are not serious.",
+    "If you have {s} {d}, see a doctor or a nurse.",
+    "For {s}, doctors often {p_present}.",
+    "Adults of {age} years and older should watch for {s}.",
+    "At a check-up the nurse writes down whether {f}.",
+    "During an exam, the doctor may find that {f}.",
+    "A patient who reports {s} {d} should be examined by a doctor.",
+    "The clinic {p_past} for a {age} year old with {s}.",
+    "Many people with {s} feel better after rest and fluids.",
+    "Ask your doctor before you take ibuprofen 400 mg or amoxicillin 500 mg.",
+    "A doctor may ask how old you are, whether you are male or female, and what you feel.",
+    "Write down when the {s} started, for example {d}.",
+    "Call for help if you have {s} together with {s2}.",
+    "The report says that {f}.",
+    "A plan for {s} can include rest, fluids, a blood test or a follow-up visit.",
+]
+_PLAN_PRESENT = ["prescribe rest and fluids", "start ibuprofen 400 mg", "order a chest x-ray",
+                 "refer patients to physiotherapy", "schedule a follow-up in one week", "advise a blood test",
+                 "start amoxicillin 500 mg", "recommend ice and elevation"]
+
+
+def health_leaflets(n: int, *, seed: int = 0) -> list[str]:
+    """``n`` sentences of *public* health-leaflet English (general medical vocabulary, no notes).
+
+    Part of the embedded model's pretraining corpus, so the model knows the words that clinical text
+    uses (symptoms, findings, drugs, ages) the way any public base model does. It never sees the
+    private notes' format ("Patient note: … On exam, … Plan: …"): that is what the DP fine-tune teaches.
+    """
+    r = random.Random(30_000 + seed)
+    out = []
+    for _ in range(n):
+        s, s2 = r.sample(_SYMPTOMS, 2)
+        out.append(r.choice(_LEAFLET).format(
+            s=s, s2=s2, d=r.choice(_DURATION_PHRASE), f=r.choice(_FINDINGS), age=r.choice(_AGES),
+            p_present=r.choice(_PLAN_PRESENT), p_past=r.choice(_PLANS)))
+    return out
