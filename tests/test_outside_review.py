@@ -86,12 +86,14 @@ def test_attach_and_package_results_print_readably(tiny_model, tmp_path):
     info = tc.attach_dataset(RECORDS[:30])
     assert info["records"] == 30 and info.records == 30
     assert not LONG_FLOAT.search(repr(info)), repr(info)
+    assert repr(info).startswith("DatasetInfo(") and "<caption>DatasetInfo</caption>" in info._repr_html_()
     d = next(tc.poisson_batches(steps=1))
     tc.forward_backward(d)
     tc.optim_step()
     m = tc.package(tmp_path / "m.tgsp", recipients=[RecipientIdentity.generate().public_key()])
     assert m["format"] == "tgsp/v1" and m.format == "tgsp/v1"
     assert not LONG_FLOAT.search(repr(m)), repr(m)
+    assert repr(m).startswith("PackageManifest(")
     tc.close()
 
 

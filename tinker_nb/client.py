@@ -21,7 +21,7 @@ from .config import TrainingConfig
 from .errors import ConfigError, StateError
 from .events import EventBus
 from .futures import OrderedWorker, TinkerFuture
-from .types import AttrDict, LoadResult, SaveResult
+from .types import DatasetInfo, LoadResult, PackageManifest, SaveResult
 from .workspace import Workspace, validate_tenant
 
 if TYPE_CHECKING:
@@ -279,8 +279,8 @@ class TrainingClient:
         (e.g. your data inside a privacy-audit run that adds canaries).
         """
         self._check_open()
-        return AttrDict(self._worker.call("attach_dataset", self._session.attach_dataset, records,
-                                          charge_also=charge_also))
+        return DatasetInfo(self._worker.call("attach_dataset", self._session.attach_dataset, records,
+                                             charge_also=charge_also))
 
     def poisson_batches(self, *, epochs: float | None = None, steps: int | None = None) -> Iterator[Draw]:
         """Draw handles for ``steps`` steps (or ``epochs`` expected passes); pass each to forward_backward once.
@@ -432,8 +432,8 @@ class TrainingClient:
         from .tgsp.session import package_session
 
         self._check_open()
-        return AttrDict(package_session(self, path, recipients=recipients, signer=signer,
-                                        expires_in_days=expires_in_days, **kwargs))  # the manifest, readable
+        return PackageManifest(package_session(self, path, recipients=recipients, signer=signer,
+                                               expires_in_days=expires_in_days, **kwargs))
 
     def dashboard(self, **kwargs: Any):
         """A live anywidget dashboard bound to this client's events (plain text outside a notebook)."""

@@ -16,11 +16,14 @@ from typing import Any
 __all__ = [
     "AttrDict",
     "DPMetrics",
+    "DatasetInfo",
     "ForwardBackwardResult",
     "ForwardResult",
     "LoadResult",
     "OptimStepResult",
+    "PackageManifest",
     "SaveResult",
+    "Status",
 ]
 
 
@@ -94,6 +97,19 @@ class AttrDict(dict):
 
     def _repr_html_(self) -> str:
         return _html_table(type(self).__name__, self.items())
+
+
+class DatasetInfo(AttrDict):
+    """What ``attach_dataset`` returns: ``records``, ``sample_rate``, ``noise_multiplier``, ``max_steps`` (what the
+    budget allows), ``dataset_sha256``, ``dataset_epsilon`` (spent on it before), ``pool``."""
+
+
+class PackageManifest(AttrDict):
+    """What ``package`` returns: the package's signed manifest (``package_id``, ``publisher``, ``expires``, ...)."""
+
+
+class Status(AttrDict):
+    """What ``%tinker status`` returns: the :class:`DPMetrics` fields, ``last_loss`` and ``checkpoints``."""
 
 
 class SaveResult(AttrDict):

@@ -54,6 +54,7 @@ def test_status_magic_result_is_readable_and_still_a_dict(shell, tc):
     m = shell.run_line_magic("tinker", "--client review_tc status")
     assert m["steps"] == 2 and m.epsilon_spent == m["epsilon_spent"]  # dict and attribute access
     assert not LONG_FLOAT.search(repr(m)), repr(m)
+    assert repr(m).startswith("Status(")
     assert "<table" in m._repr_html_() and not LONG_FLOAT.search(m._repr_html_())
 
 

@@ -166,9 +166,9 @@ class TinkerMagics(Magics):
         return max(found.values(), key=lambda c: getattr(c, "created_at", 0.0))
 
     def _cmd_status(self, tc, args) -> dict:
-        from ..types import AttrDict
+        from ..types import Status
 
-        m = AttrDict(tc.get_dp_metrics().to_dict())  # a dict with a readable repr (no 16-digit floats)
+        m = Status(tc.get_dp_metrics().to_dict())  # a dict with a readable repr (no 16-digit floats)
         hist = tc.metrics_history()
         m["last_loss"] = hist[-1]["loss"] if hist else None
         eps = "∞ (no DP)" if not m["dp_enabled"] else f"{m['epsilon_spent']:.3f} / {m['target_epsilon']}"
