@@ -109,11 +109,20 @@ class ServiceClient:
         self._tenant.audit(operation, params, summary)
 
     def privacy_budgets(self) -> list[dict]:
-        """Every data set (pool) this tenant has charged, with its steps and the composition spent."""
+        """Every data set (pool) this tenant has charged, once each, with its steps and the composition spent.
+
+        A pool whose charges were carried over to a data set's current pool (it was named the older,
+        order-sensitive way) is not listed on its own: it is part of that pool, which names it in
+        ``carried_over_from``. Each data set is one row, so the rows never count a charge twice.
+        """
+        odometer = self.odometer
         out = []
-        for pool in self.odometer.pools(self.tenant):
-            comp = self.odometer.composition(self.tenant, pool)
-            out.append({"pool": pool, "steps": comp.steps, **comp.to_dict()})
+        for pool in odometer.pools(self.tenant):
+            if odometer.successors(self.tenant, pool):
+                continue  # held in full by its successor
+            comp = odometer.composition(self.tenant, pool)
+            out.append({"pool": pool, "steps": comp.steps, **comp.to_dict(),
+                        "carried_over_from": odometer.predecessors(self.tenant, pool)})
         return out
 
     # -- clients --------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ Layout (every path is relative to the workspace folder)::
     identity.json     the publisher signing key, sealed under the root key (security/identity.py)
     artifacts/        encrypted checkpoints + their SQLite index (storage.py)
     audit.sqlite      the audit ledger of every tenant (ledger/)
-    privacy.sqlite    the privacy odometer: every charge to every data set's budget (privacy/)
+    privacy.sqlite    the privacy odometer: every charge to every data set's budget (privacy/); never
+                      re-created where the audit ledger proves charges were made (docs/DP.md)
 
 Every face takes a Workspace: ``ServiceClient(workspace)``, the CLI's ``--workspace`` and the training
 server. A Workspace opens each component once, lazily and thread-safely, and hands out
@@ -130,11 +131,21 @@ class Workspace:
 
     @property
     def odometer(self) -> PrivacyOdometer:
+        """The privacy odometer, checked against what the audit ledger proves it holds.
+
+        Opening it raises :class:`~tinker_nb.errors.IntegrityError` (and changes nothing) when
+        ``privacy.sqlite`` is missing, or holds fewer charges for a data set than the ledger's
+        ``attach_dataset``/``optim_step`` entries prove were made: restore it from a backup (docs/DP.md).
+        """
         with self._lock:
             if self._odometer is None:
+                from .ledger.log import privacy_floors
                 from .privacy import PrivacyOdometer
 
-                self._odometer = PrivacyOdometer(self.odometer_path)
+                ledger = self.ledger_path
+                odometer = PrivacyOdometer(self.odometer_path, floors=lambda: privacy_floors(ledger))
+                odometer.charges("", "")  # opens (or, in a new workspace, creates) it now: a refusal comes here
+                self._odometer = odometer
             return self._odometer
 
     def tenant(self, name: str = "default", *, secret: str | bytes | None = None, recreate: bool = False) -> Tenant:

@@ -216,7 +216,8 @@ class TrainingSession:
                 "max_steps": info.get("max_steps"), "dataset_sha256": source.digest,
                 "dataset_epsilon": info.get("dataset_epsilon"), "also_charged": len(extra),  # None without DP
                 "pool": self.accountant.pool}
-        self._audit("attach_dataset", run_record.audit_params("attach_dataset", dataset_sha256=source.digest, n=n), info)
+        self._audit("attach_dataset", run_record.audit_params("attach_dataset", dataset_sha256=source.digest, n=n),
+                    {**info, **self._pool_proof()})
         self.events.publish("dataset", info)
         return info
 
@@ -440,7 +441,7 @@ class TrainingSession:
         self._pending_clipped = 0
         res = OptimStepResult(self.steps, examples, noise_std, normaliser, eps_live, time.perf_counter() - t0)
         self._audit("optim_step", run_record.audit_params("optim_step", step=self.steps),
-                    {"step": self.steps, "examples": examples, "noise_std": noise_std})
+                    {"step": self.steps, "examples": examples, "noise_std": noise_std, **self._pool_proof()})
         self.events.publish("step", rec)
         if (dp is not None and dp.target_epsilon and not self._warned and eps_live is not None
                 and eps_live >= BUDGET_WARN_FRACTION * dp.target_epsilon):
@@ -448,6 +449,14 @@ class TrainingSession:
             self.events.publish("budget_warning", {"step": self.steps, "epsilon_live": eps_live,
                                                    "target": dp.target_epsilon})
         return res
+
+    def _pool_proof(self) -> dict[str, Any]:
+        """``pool`` and ``pool_charges`` (the odometer's count for it now) for a ledger entry: the ledger then
+        proves the odometer holds at least that many charges, so a lost or replaced privacy.sqlite is refused."""
+        pool = self.accountant.pool
+        if pool is None:
+            return {}
+        return {"pool": pool, "pool_charges": self.accountant.odometer.charges(self.accountant.tenant, pool)}
 
     def abandon_pending_step(self) -> bool:
         """Drop a step that was accumulated but never released (an interrupt): its charge stands."""

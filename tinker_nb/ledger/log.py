@@ -46,6 +46,7 @@ __all__ = [
     "VerifyReport",
     "checkpoint_message",
     "clean_summary",
+    "privacy_floors",
 ]
 
 # Operations after which a ledger that has a signer signs a checkpoint in the same call.
@@ -158,6 +159,41 @@ def clean_summary(summary: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"ledger summary value for {k!r} is too long (max 200 characters).")
         out[k] = v
     return out
+
+
+def privacy_floors(path: str | Path) -> dict[tuple[str, str], int]:
+    """What the ledger at ``path`` proves the privacy odometer holds: ``{(tenant, pool): charges}``.
+
+    Every ``attach_dataset`` and ``optim_step`` entry names the pool it used (``pool``) and how many charges
+    the odometer held for it right after (``pool_charges``); charges only grow, so the largest count an entry
+    states for a pool is a lower bound on what the odometer must hold. An attachment proves the pool was
+    looked up (the odometer file existed: 0 charges), and one that reported a positive ``dataset_epsilon``
+    proves at least one charge (entries written before ``pool_charges`` existed). No file or no entries: {}.
+    Read-only; no key is needed (summaries are in clear). An unreadable ledger: IntegrityError.
+    """
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    try:
+        db = sqlite_connect(p, readonly=True)
+    except sqlite3.DatabaseError as exc:
+        raise IntegrityError(f"the audit ledger {p.name} is unreadable ({exc}).") from None
+    try:
+        if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='entries'").fetchone() is None:
+            return {}
+        rows = db.execute(
+            "SELECT tenant, json_extract(summary, '$.pool') AS pool, max(max("
+            "  CASE WHEN typeof(json_extract(summary, '$.pool_charges')) = 'integer' "
+            "       THEN json_extract(summary, '$.pool_charges') ELSE 0 END, "
+            "  CASE WHEN operation = 'attach_dataset' AND json_extract(summary, '$.dataset_epsilon') > 0 "
+            "       THEN 1 ELSE 0 END)) "
+            "FROM entries WHERE operation IN ('attach_dataset', 'optim_step') "
+            "AND typeof(json_extract(summary, '$.pool')) = 'text' GROUP BY tenant, pool").fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise IntegrityError(f"the audit ledger {p.name} is unreadable ({exc}).") from None
+    finally:
+        db.close()
+    return {(str(t), str(pool)): int(n) for t, pool, n in rows}
 
 
 class AuditLedger:

@@ -7,18 +7,26 @@ SQLite file of the workspace (``privacy.sqlite``). Nothing in the public API rem
 charge: ``load_state`` restores weights, never the odometer.
 
 Torch-free. The charge and its budget check run in one ``BEGIN IMMEDIATE`` transaction, so two
-processes cannot both take the last step that fits. Durability: SQLite WAL with ``synchronous=NORMAL``
-(a committed charge survives the process being killed) and :meth:`PrivacyOdometer.flush` (fsync) before
-a checkpoint or package leaves the process, so no durable artefact outlives the charges behind it.
+processes cannot both take the last step that fits. Durability: SQLite WAL with ``synchronous=FULL`` (a
+committed charge survives a power cut, so the ledger entry written after it never proves more than the
+file holds) and :meth:`PrivacyOdometer.flush` (a WAL checkpoint) before a checkpoint or package leaves the
+process.
+
+Never started afresh: ``floors`` (the workspace passes what its audit ledger proves, see
+:func:`tinker_nb.ledger.log.privacy_floors`) are the charges each ``(tenant, pool)`` is known to hold. Opening
+the file refuses (IntegrityError, nothing written) when it is missing while anything is proved, or holds fewer
+charges for a pool than proved (an empty or older file put in its place); and the file in use being deleted
+or replaced under an open odometer is refused at its next use. There is no way to reset a budget.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -52,7 +60,35 @@ CREATE TRIGGER IF NOT EXISTS known_noise_never_changed BEFORE UPDATE ON known_no
   BEGIN SELECT RAISE(ABORT, 'known-noise marks never change'); END;
 CREATE TRIGGER IF NOT EXISTS known_noise_never_deleted BEFORE DELETE ON known_noise
   BEGIN SELECT RAISE(ABORT, 'known-noise marks are never deleted'); END;
+CREATE TRIGGER IF NOT EXISTS pools_count_never_decreases BEFORE UPDATE ON pools
+  WHEN NEW.version < OLD.version
+  BEGIN SELECT RAISE(ABORT, 'a pool''s count of charges never decreases'); END;
+CREATE TRIGGER IF NOT EXISTS pools_never_deleted BEFORE DELETE ON pools
+  BEGIN SELECT RAISE(ABORT, 'pools are never deleted'); END;
 """
+_RESTORE = ("Restore privacy.sqlite from your backup (stop every process using this workspace first, and copy "
+            "privacy.sqlite-wal with it if your backup has one); never delete or replace it: it is the only "
+            "record of the privacy budget already spent, and no option starts the budgets afresh.")
+
+
+def _short(db: sqlite3.Connection, floors: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], tuple[int, int]]:
+    """The proved pools with fewer charges in ``db`` than proved: {(tenant, pool): (have, proved)}."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='pools'").fetchone() is None:
+        have: dict[tuple[str, str], int] = {}
+    else:
+        have = {(t, p): int(v) for t, p, v in db.execute("SELECT tenant, pool, version FROM pools")}
+    return {k: (have.get(k, 0), int(n)) for k, n in floors.items() if have.get(k, 0) < int(n)}
+
+
+def _describe(pools: Mapping[tuple[str, str], Any], *, have: bool = False) -> str:
+    items = sorted(pools.items())
+    parts = []
+    for (tenant, pool), v in items[:3]:
+        name = f"{pool[:20]}…" if len(pool) > 21 else pool
+        parts.append(f"tenant {tenant!r} pool {name} ({v[0]} charges, {v[1]} proved)" if have
+                     else f"tenant {tenant!r} pool {name} ({v} charges)")
+    more = f" and {len(items) - 3} more pools" if len(items) > 3 else ""
+    return "; ".join(parts) + more
 
 
 def dataset_pool(digest: str) -> str:
@@ -116,38 +152,76 @@ class Composition:
 class PrivacyOdometer:
     """The charges of every pool of a workspace, in ``privacy.sqlite`` (one connection per object)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *,
+                 floors: Callable[[], Mapping[tuple[str, str], int]] | None = None) -> None:
+        """``floors()``: the charges each ``(tenant, pool)`` is proved to hold (read when the file is opened)."""
         self.path = Path(path)
+        self._floors = floors
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the file the connection has open
 
     def __repr__(self) -> str:
         return f"PrivacyOdometer({str(self.path)!r})"
 
     def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
+        if self._db is not None:
+            if self._file is not None and self._identity() != self._file:
+                self.close()
+                raise IntegrityError(
+                    f"the privacy odometer {self.path} was deleted or replaced while this process had it open: "
+                    f"its charges are not recorded any more, so no step is taken. {_RESTORE} Then start a new "
+                    "session.")
+            return self._db
+        memory = str(self.path) == ":memory:"
+        floors = dict(self._floors()) if self._floors is not None else {}  # read before the file, never after
+        if not memory and not self.path.exists():
+            if floors:
+                raise IntegrityError(
+                    f"the privacy odometer {self.path.name} is missing from {self.path.parent}, but the audit "
+                    f"ledger proves charges to {_describe(floors)}: starting it empty would reset those data sets' "
+                    f"privacy budgets to zero. {_RESTORE} Nothing was changed.")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                # WAL + NORMAL: a committed charge survives a crash of the process (kill -9) at once and a
-                # power loss once the WAL is synced; flush() syncs it before anything durable leaves the
-                # process (save_state, package), so a stored artefact never outlives its charges.
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
-            except sqlite3.DatabaseError as exc:
-                db.close()
-                raise IntegrityError(f"the privacy odometer {self.path} is not a readable SQLite database "
-                                     f"({exc}); restore it from a backup — never delete it: it is the only "
-                                     "record of the privacy budget already spent.") from None
-            self._db = db
-        return self._db
+        db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        try:
+            if floors:
+                short = _short(db, floors)
+                if short:
+                    raise IntegrityError(
+                        f"the privacy odometer {self.path} holds fewer charges than the audit ledger proves were "
+                        f"made ({_describe(short, have=True)}): it is empty, older, or another workspace's, and "
+                        f"using it would understate the privacy budget spent. {_RESTORE} Nothing was changed.")
+            db.execute("PRAGMA journal_mode=WAL")
+            # WAL + FULL: a committed charge survives a crash of the process (kill -9) and a power loss, so the
+            # ledger entry written after it never proves more than the file holds; flush() checkpoints the WAL
+            # before anything durable leaves the process (save_state, package).
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+        except IntegrityError:
+            db.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise IntegrityError(f"the privacy odometer {self.path} is not a readable SQLite database "
+                                 f"({exc}); restore it from a backup — never delete it: it is the only "
+                                 "record of the privacy budget already spent.") from None
+        self._db = db
+        self._file = None if memory else self._identity()
+        return db
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
 
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+                self._file = None
 
     @staticmethod
     def _read(db: sqlite3.Connection, tenant: str, pool: str, client: str | None = None) -> Composition:
@@ -183,6 +257,12 @@ class PrivacyOdometer:
         """Sync every committed charge to disk (fsync): called before a checkpoint or package is written."""
         with self._lock:
             self._conn().execute("PRAGMA wal_checkpoint(FULL)")
+
+    def charges(self, tenant: str, pool: str) -> int:
+        """How many charges ``pool`` has received (it only grows): what a ledger entry records as proof."""
+        with self._lock:
+            row = self._conn().execute("SELECT version FROM pools WHERE tenant=? AND pool=?", (tenant, pool)).fetchone()
+        return int(row[0]) if row else 0
 
     def pools(self, tenant: str) -> list[str]:
         with self._lock:
@@ -234,6 +314,15 @@ class PrivacyOdometer:
                 "SELECT DISTINCT pool FROM charges WHERE tenant=? AND substr(client, 1, ?) = ? AND pool != ?",
                 (tenant, len(f"from {pool} "), f"from {pool} ", pool)).fetchall()
         return sorted(r[0] for r in rows)
+
+    def predecessors(self, tenant: str, pool: str) -> list[str]:
+        """The pools whose charges were carried over to ``pool`` (:meth:`carry_over`): it holds them all."""
+        with self._lock:
+            rows = self._conn().execute(
+                "SELECT client FROM charges WHERE tenant=? AND pool=? AND substr(client, 1, 5) = 'from ' UNION "
+                "SELECT client FROM known_noise WHERE tenant=? AND pool=? AND substr(client, 1, 5) = 'from '",
+                (tenant, pool, tenant, pool)).fetchall()
+        return sorted({r[0].split(" ")[1] for r in rows if len(r[0].split(" ")) >= 3} - {pool})
 
     def charge_unprotected(self, tenant: str, pool: str, client: str) -> None:
         """Record a step taken on ``pool`` without DP: from now on the data set's ε is unbounded."""
