@@ -170,6 +170,22 @@ def test_checkpoints_package_and_default_publisher(run, tmp_path, capsys, monkey
     assert not (tmp_path / "z.tgsp").exists()
 
 
+def test_package_refuses_a_workspace_whose_privacy_odometer_was_deleted(run, tmp_path, capsys, monkeypatch):
+    """A lost privacy.sqlite is never re-created empty: the certificate would state ε from zero (exit 1)."""
+    ws = tmp_path / "ws"
+    shutil.copytree(run["dir"] / "ws", ws)
+    for suffix in ("", "-wal", "-shm"):
+        (ws / f"privacy.sqlite{suffix}").unlink(missing_ok=True)
+    monkeypatch.setenv("TINKER_NB_WORKSPACE_PASSPHRASE", "pw")
+    run["bob"].public_key().save(tmp_path / "bob.pub")
+    out = tmp_path / "x.tgsp"
+    assert main(["package", run["artifact_id"], "--workspace", str(ws), "--recipient", str(tmp_path / "bob.pub"),
+                 "--out", str(out)]) == EXIT_VERIFY
+    err = _one_line_error(capsys, "IntegrityError", "privacy.sqlite is missing", "backup")
+    assert "Traceback" not in err
+    assert not out.exists() and not (ws / "privacy.sqlite").exists()
+
+
 def test_audit_verify_via_the_console_entry(run, tmp_path):
     ws = tmp_path / "ws"
     shutil.copytree(run["dir"] / "ws", ws)

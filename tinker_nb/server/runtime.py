@@ -116,11 +116,15 @@ def open_workspace(workspace: Any, *, passphrase: str | None = None, key_file: s
     elif passphrase is not None or key_file is not None:
         raise ConfigError("the Workspace already holds its root key settings; pass passphrase/key_file to it.")
     ws = workspace
+    keystore = ws.keystore
+    # The privacy odometer is checked against the audit ledger before serving anyone: a missing or emptied
+    # privacy.sqlite stops `tinker-nb serve` at once (IntegrityError) instead of resetting every budget.
+    _ = getattr(ws, "odometer", None)
 
     def factory(tenant: str):
         return ServiceClient(ws, tenant=tenant)
 
-    return Path(getattr(ws, "path", ws)), ws.keystore, factory
+    return Path(getattr(ws, "path", ws)), keystore, factory
 
 
 class EventLog:
