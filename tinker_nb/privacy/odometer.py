@@ -66,9 +66,10 @@ CREATE TRIGGER IF NOT EXISTS pools_count_never_decreases BEFORE UPDATE ON pools
 CREATE TRIGGER IF NOT EXISTS pools_never_deleted BEFORE DELETE ON pools
   BEGIN SELECT RAISE(ABORT, 'pools are never deleted'); END;
 """
-_RESTORE = ("Restore privacy.sqlite from your backup (stop every process using this workspace first, and copy "
-            "privacy.sqlite-wal with it if your backup has one); never delete or replace it: it is the only "
-            "record of the privacy budget already spent, and no option starts the budgets afresh.")
+_RESTORE = ("Restore privacy.sqlite from your backup (stop every process using this workspace first; copy "
+            "privacy.sqlite-wal with it if your backup has one, else delete a leftover one); never delete or "
+            "replace it: it is the only record of the privacy budget already spent, and no option starts the "
+            "budgets afresh.")
 
 
 def _short(db: sqlite3.Connection, floors: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], tuple[int, int]]:
