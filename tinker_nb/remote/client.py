@@ -527,7 +527,7 @@ class RemoteServiceClient(ServiceClient):
         return from_wire(self._http.request("POST", "/keys/rotate"), cls=dict)
 
     def privacy_budgets(self) -> list[dict]:
-        """Every data set this tenant has charged on the server, with its steps and the privacy spent."""
+        """Every data set this tenant has charged on the server, once each, with its steps and the privacy spent."""
         return [from_wire(x, cls=dict) for x in self._http.request("GET", "/privacy_budgets")]
 
     @property
