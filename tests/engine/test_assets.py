@@ -50,3 +50,30 @@ def test_loads_offline_and_writes_known_words():
     assert len(words) >= 5
     known = sum(w in vocab for w in words) / len(words)
     assert known > 0.8, words
+
+
+def test_every_token_of_the_private_notes_occurs_in_pretraining():
+    """LoRA cannot move (tied) embeddings: a note token the base model never saw stays unlikely after any
+    fine-tune, which made the demo's DP after-samples word salad (docs/MODEL.md, "Why the leaflets")."""
+    from collections import Counter
+
+    from transformers import AutoTokenizer
+
+    from tinker_nb.engine.demo_data import health_leaflets, health_sentences
+
+    tok = AutoTokenizer.from_pretrained(ASSET, local_files_only=True)
+    prov = json.loads((ASSET / "provenance.json").read_text())
+    assert prov["corpus"]["health_leaflets"] >= 20_000
+    seen = Counter(t for s in story_corpus(5000) + health_sentences(500) + health_leaflets(20_000)
+                   for t in tok(s)["input_ids"])
+    notes = {t for s in demo_records(1000) for t in tok(s)["input_ids"]}
+    unseen = sorted(tok.decode([t]) for t in notes if seen[t] < 20)
+    assert not unseen, f"note tokens (almost) never seen in pretraining: {unseen}"
+
+
+def test_leaflets_never_use_the_private_notes_format():
+    from tinker_nb.engine.demo_data import health_leaflets
+
+    texts = health_leaflets(20_000)
+    assert not any("Patient note" in t or (" reports" in t and "On exam" in t) for t in texts)
+    assert len(set(texts)) > 1000

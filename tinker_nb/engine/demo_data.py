@@ -102,6 +102,12 @@ _LEAFLET = [
     "Call for help if you have {s} together with {s2}.",
     "The report says that {f}.",
     "A plan for {s} can include rest, fluids, a blood test or a follow-up visit.",
+    "Patient information: {s} is common and often gets better with rest.",
+    "Plan your visit: write down your questions and bring a list of your medicines.",
+    "Note: call for help if you have {s} together with {s2}.",
+    "Keep a note of your temperature, for example: 38.2 C in the evening.",
+    "Feeling unwell? Plan: rest, drink fluids, and see a doctor if the {s} lasts {d}.",
+    "Patient groups share advice on living with {s}.",
 ]
 _PLAN_PRESENT = ["prescribe rest and fluids", "start ibuprofen 400 mg", "order a chest x-ray",
                  "refer patients to physiotherapy", "schedule a follow-up in one week", "advise a blood test",
