@@ -133,3 +133,37 @@ def test_backpressure_blocks_the_submitter_and_interrupt_cancels_queued_work():
         q.result()
     assert w.submit("op", lambda: 7).result() == 7  # the client stays usable
     w.shutdown()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_interrupt_swallowed_by_a_finalizer_still_stops_the_wait():
+    """CPython drops a KeyboardInterrupt that lands in a finalizer ("Exception ignored in ..."): in a long
+    session the stop button then did nothing (the full suite lost both interrupt tests this way). The
+    worker notes the loss and its wait raises it again."""
+    import _thread
+    import gc
+
+    w = OrderedWorker("t")
+    fut = w.submit("slow", lambda: time.sleep(1.0))
+
+    def abandoned():
+        try:
+            yield 1
+        finally:  # runs in the main thread when the garbage collector closes the generator
+            _thread.interrupt_main()  # the stop button, pressed while the finalizer runs
+            sum(i for i in range(1000))  # Python code: the interrupt lands here and is swallowed
+
+    class Cycle:
+        pass
+
+    c = Cycle()
+    c.gen = abandoned()
+    next(c.gen)
+    c.me = c
+    del c
+    gc.collect()  # no KeyboardInterrupt here: CPython printed it as unraisable
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        fut.result()
+    assert time.monotonic() - t0 < 0.9  # raised at the next wait slice, not after the operation
+    w.shutdown()

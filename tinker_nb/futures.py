@@ -8,6 +8,11 @@ Rules (tests/test_futures.py pins them):
 * **Interrupt.** A ``KeyboardInterrupt`` while waiting cancels every queued operation that has not
   started (they never run: a queued draw is never sampled nor charged), lets the running one finish,
   reports what ran and what was cancelled, and leaves the client usable.
+* **An interrupt is never lost in a finalizer.** CPython drops a ``KeyboardInterrupt`` that lands while
+  the main thread runs a finalizer (the garbage collector closing an abandoned generator, a ``__del__``):
+  it prints "Exception ignored in …" and carries on, so the stop button would do nothing. The first
+  worker chains ``sys.unraisablehook`` (once per process) to note such a loss; the main thread's waits
+  here raise it again within ``_POLL_S``.
 * **A failure reaches the caller once, with its type.** After an operation fails, the operations queued
   behind it are skipped (nothing changes) and fail with an error of the same class. The first failure
   nobody has looked at is raised by the next call (so a refused step cannot be silently skipped by a
@@ -17,6 +22,7 @@ Rules (tests/test_futures.py pins them):
 from __future__ import annotations
 
 import concurrent.futures as cf
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -27,6 +33,35 @@ __all__ = ["OperationCancelled", "OrderedWorker", "TinkerFuture"]
 
 T = TypeVar("T")
 _POLL_S = 0.05
+
+
+_lost_interrupt = threading.Event()
+_hook_lock = threading.Lock()
+_hook_installed = False
+
+
+def _install_lost_interrupt_hook() -> None:
+    """Chain ``sys.unraisablehook`` once: a KeyboardInterrupt swallowed in a main-thread finalizer is noted."""
+    global _hook_installed
+    with _hook_lock:
+        if _hook_installed:
+            return
+        previous = sys.unraisablehook
+
+        def hook(unraisable: Any) -> None:
+            if isinstance(unraisable.exc_value, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+                _lost_interrupt.set()
+            previous(unraisable)
+
+        sys.unraisablehook = hook
+        _hook_installed = True
+
+
+def _raise_lost_interrupt() -> None:
+    """In the main thread: raise the KeyboardInterrupt a finalizer swallowed, once."""
+    if _lost_interrupt.is_set() and threading.current_thread() is threading.main_thread():
+        _lost_interrupt.clear()
+        raise KeyboardInterrupt
 
 
 class OperationCancelled(StateError):
@@ -101,6 +136,7 @@ class OrderedWorker:
         self.max_in_flight = max(1, int(max_in_flight))
         self.closed = False
         self.completed = 0
+        _install_lost_interrupt_hook()
 
     # -- waiting -------------------------------------------------------------------------------
     @staticmethod
@@ -110,6 +146,7 @@ class OrderedWorker:
 
         deadline = None if timeout is None else time.monotonic() + timeout
         while not inner.done():
+            _raise_lost_interrupt()
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise cf.TimeoutError()
@@ -125,7 +162,9 @@ class OrderedWorker:
     def _wait_for_room(self) -> None:
         with self._room:
             while len(self._in_flight) >= self.max_in_flight:
+                _raise_lost_interrupt()
                 self._room.wait(_POLL_S)
+        _raise_lost_interrupt()
 
     # -- submitting ------------------------------------------------------------------------------
     def submit(self, op: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> TinkerFuture:
