@@ -33,6 +33,7 @@ from typing import Any
 
 from .. import accounting
 from ..errors import ConfigError, IntegrityError
+from ..fsio import immediate_tx
 
 __all__ = ["CALLER_POOL", "Composition", "PrivacyOdometer", "dataset_pool"]
 
@@ -284,11 +285,9 @@ class PrivacyOdometer:
                     and db.execute("SELECT 1 FROM known_noise WHERE tenant=? AND pool=? LIMIT 1",
                                    (tenant, src)).fetchone() is None:
                 return
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate_tx(db):
                 now = time.time()
-                db.execute("INSERT OR IGNORE INTO pools (tenant, pool, version, created) VALUES (?, ?, 0, ?)",
-                           (tenant, dst, now))
+                _ensure_pool(db, tenant, dst, now)
                 before = db.total_changes
                 db.execute(
                     "INSERT INTO charges (tenant, pool, client, kind, sigma, sample_rate, steps, mu2, updated) "
@@ -302,11 +301,7 @@ class PrivacyOdometer:
                            "SELECT tenant, ?, 'from ' || pool || ' ' || client, ? FROM known_noise "
                            "WHERE tenant=? AND pool=?", (dst, now, tenant, src))
                 if db.total_changes != before:
-                    db.execute("UPDATE pools SET version = version + 1 WHERE tenant=? AND pool=?", (tenant, dst))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                    _next_version(db, tenant, dst)
 
     def successors(self, tenant: str, pool: str) -> list[str]:
         """The pools that ``pool``'s charges were carried over to (:meth:`carry_over`); they hold them and more."""
@@ -329,21 +324,11 @@ class PrivacyOdometer:
         """Record a step taken on ``pool`` without DP: from now on the data set's ε is unbounded."""
         with self._lock:
             db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate_tx(db):
                 now = time.time()
-                db.execute("INSERT OR IGNORE INTO pools (tenant, pool, version, created) VALUES (?, ?, 0, ?)",
-                           (tenant, pool, now))
-                db.execute(
-                    "INSERT INTO charges (tenant, pool, client, kind, sigma, sample_rate, steps, mu2, updated) "
-                    "VALUES (?, ?, ?, 'unprotected', 0, 0, 1, 0, ?) ON CONFLICT (tenant, pool, client, kind, sigma, "
-                    "sample_rate) DO UPDATE SET steps = steps + 1, updated = excluded.updated",
-                    (tenant, pool, client, now))
-                db.execute("UPDATE pools SET version = version + 1 WHERE tenant=? AND pool=?", (tenant, pool))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                _ensure_pool(db, tenant, pool, now)
+                _add_step(db, tenant, pool, client, "unprotected", now)
+                _next_version(db, tenant, pool)
 
     def charge(self, tenant: str, pool: str, client: str, *, poisson: tuple[float, float] | None = None,
                gaussian_mu2: float = 0.0, noise_known: bool = False,
@@ -360,8 +345,7 @@ class PrivacyOdometer:
             raise ConfigError(f"caller-supplied μ² must be finite and >= 0, got {gaussian_mu2!r}.")
         with self._lock:
             db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate_tx(db):
                 cur = self._read(db, tenant, pool)
                 prop = cur
                 if poisson is not None:
@@ -371,27 +355,31 @@ class PrivacyOdometer:
                 if admit is not None:
                     admit(cur, prop)
                 now = time.time()
-                db.execute("INSERT OR IGNORE INTO pools (tenant, pool, version, created) VALUES (?, ?, 0, ?)",
-                           (tenant, pool, now))
+                _ensure_pool(db, tenant, pool, now)
                 if poisson is not None:
-                    db.execute(
-                        "INSERT INTO charges (tenant, pool, client, kind, sigma, sample_rate, steps, mu2, updated) "
-                        "VALUES (?, ?, ?, 'poisson', ?, ?, 1, 0, ?) ON CONFLICT (tenant, pool, client, kind, sigma, "
-                        "sample_rate) DO UPDATE SET steps = steps + 1, updated = excluded.updated",
-                        (tenant, pool, client, float(poisson[0]), float(poisson[1]), now))
+                    _add_step(db, tenant, pool, client, "poisson", now, sigma=poisson[0], sample_rate=poisson[1])
                 if gaussian_mu2 > 0:
-                    db.execute(
-                        "INSERT INTO charges (tenant, pool, client, kind, sigma, sample_rate, steps, mu2, updated) "
-                        "VALUES (?, ?, ?, 'gaussian', 0, 0, 1, ?, ?) ON CONFLICT (tenant, pool, client, kind, sigma, "
-                        "sample_rate) DO UPDATE SET steps = steps + 1, mu2 = mu2 + excluded.mu2, "
-                        "updated = excluded.updated",
-                        (tenant, pool, client, float(gaussian_mu2), now))
+                    _add_step(db, tenant, pool, client, "gaussian", now, mu2=gaussian_mu2)
                 if noise_known:
                     db.execute("INSERT OR IGNORE INTO known_noise (tenant, pool, client, created) VALUES (?, ?, ?, ?)",
                                (tenant, pool, client, now))
-                db.execute("UPDATE pools SET version = version + 1 WHERE tenant=? AND pool=?", (tenant, pool))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                _next_version(db, tenant, pool)
             return self._read(db, tenant, pool)
+
+
+def _ensure_pool(db: sqlite3.Connection, tenant: str, pool: str, now: float) -> None:
+    db.execute("INSERT OR IGNORE INTO pools (tenant, pool, version, created) VALUES (?, ?, 0, ?)", (tenant, pool, now))
+
+
+def _add_step(db: sqlite3.Connection, tenant: str, pool: str, client: str, kind: str, now: float, *,
+              sigma: float = 0.0, sample_rate: float = 0.0, mu2: float = 0.0) -> None:
+    """One more step of ``kind`` by ``client`` on ``pool`` (a caller-supplied step adds its μ² too)."""
+    db.execute(
+        "INSERT INTO charges (tenant, pool, client, kind, sigma, sample_rate, steps, mu2, updated) "
+        "VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT (tenant, pool, client, kind, sigma, sample_rate) "
+        "DO UPDATE SET steps = steps + 1, mu2 = mu2 + excluded.mu2, updated = excluded.updated",
+        (tenant, pool, client, kind, float(sigma), float(sample_rate), float(mu2), now))
+
+
+def _next_version(db: sqlite3.Connection, tenant: str, pool: str) -> None:
+    db.execute("UPDATE pools SET version = version + 1 WHERE tenant=? AND pool=?", (tenant, pool))
