@@ -12,26 +12,18 @@ import sqlite3
 
 import pytest
 
-from tinker_nb import DPConfig, IntegrityError, LoRAConfig, ServiceClient, TrainingConfig
+from tinker_nb import IntegrityError, ServiceClient
 from tinker_nb.ledger import AuditLedger
 from tinker_nb.ledger.log import privacy_floors
 from tinker_nb.privacy import PrivacyOdometer
 from tinker_nb.workspace import Workspace
 
-RECORDS = [f"record {i}: the patient in bed {i % 9} reports symptom {i % 5}" for i in range(40)]
-
-
-def _cfg(model, **kw):
-    base = dict(model_ref=model, lora_config=LoRAConfig(rank=2, alpha=4, target_modules=("q_proj", "v_proj")),
-                dp_config=DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, target_epsilon=30.0, target_delta=1e-3),
-                batch_size=4, learning_rate=1e-2)
-    base.update(kw)
-    return TrainingConfig(**base)
+from .helpers import RECORDS, dp_config, legacy_pool
 
 
 def _train(ws, model, steps: int) -> float:
     svc = ServiceClient(ws, passphrase="p")
-    tc = svc.create_training_client(_cfg(model))
+    tc = svc.create_training_client(dp_config(model))
     tc.attach_dataset(RECORDS)
     for d in tc.poisson_batches(steps=steps):
         tc.forward_backward(d)
@@ -137,7 +129,7 @@ def test_deleting_the_odometer_does_not_reset_a_data_sets_budget(tiny_model, tmp
         svc.privacy_budgets()
     assert "restore" in str(e.value).lower() and "backup" in str(e.value)
     with pytest.raises(IntegrityError, match=r"privacy\.sqlite"):
-        svc.create_training_client(_cfg(tiny_model))
+        svc.create_training_client(dp_config(tiny_model))
     assert not (ws / "privacy.sqlite").exists()
 
 
@@ -153,12 +145,12 @@ def test_an_empty_or_older_odometer_in_its_place_is_refused_and_the_current_one_
         shutil.copy(tmp_path / replacement, ws / "privacy.sqlite")
         svc = ServiceClient(ws, passphrase="p")
         with pytest.raises(IntegrityError, match="fewer charges"):
-            svc.create_training_client(_cfg(tiny_model))
+            svc.create_training_client(dp_config(tiny_model))
         svc.workspace.close()
     _remove_odometer(ws)
     shutil.copy(tmp_path / "current.sqlite", ws / "privacy.sqlite")  # the backup: everything works again
     svc = ServiceClient(ws, passphrase="p")
-    tc = svc.create_training_client(_cfg(tiny_model))
+    tc = svc.create_training_client(dp_config(tiny_model))
     tc.attach_dataset(RECORDS)
     assert tc.get_dp_metrics().dataset_steps == 3 and tc.get_dp_metrics().epsilon_spent == pytest.approx(eps)
     tc.close()
@@ -167,7 +159,7 @@ def test_an_empty_or_older_odometer_in_its_place_is_refused_and_the_current_one_
 def test_deleting_the_odometer_under_a_running_client_stops_its_next_step(tiny_model, tmp_path):
     ws = tmp_path / "ws"
     svc = ServiceClient(ws, passphrase="p")
-    tc = svc.create_training_client(_cfg(tiny_model))
+    tc = svc.create_training_client(dp_config(tiny_model))
     tc.attach_dataset(RECORDS)
     it = tc.poisson_batches(steps=3)
     tc.forward_backward(next(it))
@@ -180,14 +172,11 @@ def test_deleting_the_odometer_under_a_running_client_stops_its_next_step(tiny_m
 
 # -- privacy_budgets lists a carried-over data set once -------------------------------------------------
 def test_privacy_budgets_lists_a_carried_over_pool_once_under_its_live_name(tiny_model, tmp_path):
-    from tinker_nb.engine.data_source import dataset_digest
-
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    cfg = _cfg(tiny_model)
+    cfg = dp_config(tiny_model)
     probe = svc.create_training_client(cfg)
-    examples = [probe.session._encode_record(i, r) for i, r in enumerate(RECORDS)]
+    legacy = legacy_pool(probe, RECORDS)
     probe.close()
-    legacy = f"dataset:{dataset_digest(examples)}"
     for _ in range(3):
         svc.odometer.charge("default", legacy, "old-client", poisson=(1.0, cfg.batch_size / len(RECORDS)))
     tc = svc.create_training_client(cfg)

@@ -16,27 +16,13 @@ from tinker_nb import (
     ConfigError,
     DataError,
     DPConfig,
-    LoRAConfig,
     ServiceClient,
     StateError,
     TrainingConfig,
     accounting,
 )
 
-RECORDS = [f"record {i}: the patient in bed {i % 9} reports symptom {i % 5}" for i in range(40)]
-
-
-def _cfg(model, **kw):
-    base = dict(model_ref=model, lora_config=LoRAConfig(rank=2, alpha=4, target_modules=("q_proj", "v_proj")),
-                dp_config=DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, target_epsilon=30.0, target_delta=1e-3),
-                batch_size=4, learning_rate=1e-2)
-    base.update(kw)
-    return TrainingConfig(**base)
-
-
-def _step(tc, draw):
-    tc.forward_backward(draw)
-    return tc.optim_step().result()
+from .helpers import RECORDS, dp_config, step
 
 
 def _eps(steps: int, cfg: TrainingConfig, n: int = len(RECORDS)) -> float:
@@ -46,17 +32,17 @@ def _eps(steps: int, cfg: TrainingConfig, n: int = len(RECORDS)) -> float:
 
 # -- 1. load_state never rolls the budget back nor replays noise -----------------------------------
 def test_load_state_keeps_the_budget_and_never_restores_randomness(tiny_model, tmp_path):
-    cfg = _cfg(tiny_model)
+    cfg = dp_config(tiny_model)
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
     tc = svc.create_training_client(cfg)
     tc.attach_dataset(RECORDS)
     saved = tc.save_state("before")
     loop = tc.poisson_batches(steps=2)
-    _step(tc, next(loop))
+    step(tc, next(loop))
     tc.load_state(saved.artifact_id)
     m = tc.get_dp_metrics()
     assert m.steps == 1 and m.dataset_steps == 1 and m.epsilon_spent == pytest.approx(_eps(1, cfg))
-    _step(tc, next(loop))
+    step(tc, next(loop))
     m = tc.get_dp_metrics()
     assert m.steps == 2 and m.dataset_steps == 2
     assert m.epsilon_spent == pytest.approx(_eps(2, cfg)) and m.accounting_valid
@@ -69,7 +55,7 @@ def test_load_state_keeps_the_budget_and_never_restores_randomness(tiny_model, t
 def test_noise_is_fresh_after_load_state_even_for_the_same_batch(tiny_model, tmp_path):
     """The old attack: W_A - W_B was the noiseless clipped sum, because load_state replayed the noise."""
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    tc = svc.create_training_client(_cfg(tiny_model, learning_rate=1e-3))
+    tc = svc.create_training_client(dp_config(tiny_model, learning_rate=1e-3))
     batch = RECORDS[:4]  # caller-supplied, so both steps see exactly the same examples
     saved = tc.save_state("w0", include_optimizer=True)
     w0 = tc.adapter_state_dict()
@@ -93,7 +79,7 @@ def test_noise_is_fresh_after_load_state_even_for_the_same_batch(tiny_model, tmp
 # -- 2. a draw is used once, unaltered ---------------------------------------------------------------
 def test_a_draw_trains_exactly_once_and_cannot_be_altered(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    tc = svc.create_training_client(_cfg(tiny_model))
+    tc = svc.create_training_client(dp_config(tiny_model))
     tc.attach_dataset(RECORDS)
     d1, d2 = list(tc.poisson_batches(steps=2))
     with pytest.raises(DataError, match="opaque"):
@@ -106,7 +92,7 @@ def test_a_draw_trains_exactly_once_and_cannot_be_altered(tiny_model, tmp_path):
     tc.optim_step().result()
     with pytest.raises(DataError, match="already used"):  # one yielded batch fed to a second step
         tc.forward_backward(d1).result()
-    _step(tc, d2)
+    step(tc, d2)
     m = tc.get_dp_metrics()
     assert m.steps == 2 and m.dataset_steps == 2 and m.accounting_valid
     tc.close()
@@ -114,8 +100,8 @@ def test_a_draw_trains_exactly_once_and_cannot_be_altered(tiny_model, tmp_path):
 
 def test_draws_of_another_client_or_an_old_loop_are_refused(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    a = svc.create_training_client(_cfg(tiny_model))
-    b = svc.create_training_client(_cfg(tiny_model))
+    a = svc.create_training_client(dp_config(tiny_model))
+    b = svc.create_training_client(dp_config(tiny_model))
     a.attach_dataset(RECORDS)
     b.attach_dataset(RECORDS)
     da = next(a.poisson_batches(steps=1))
@@ -133,7 +119,7 @@ def test_draws_of_another_client_or_an_old_loop_are_refused(tiny_model, tmp_path
 # -- 3. draws are tied to steps ----------------------------------------------------------------------
 def test_draws_must_be_used_in_order_and_one_per_step(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    tc = svc.create_training_client(_cfg(tiny_model))
+    tc = svc.create_training_client(dp_config(tiny_model))
     tc.attach_dataset(RECORDS)
     draws = list(tc.poisson_batches(steps=20))
     assert not hasattr(draws[0], "indices") and "examples" not in repr(draws[0])  # nothing to pick the largest by
@@ -151,13 +137,13 @@ def test_draws_must_be_used_in_order_and_one_per_step(tiny_model, tmp_path):
 
 # -- 4. the budget belongs to the data set ----------------------------------------------------------
 def test_budget_is_the_data_sets_across_clients_and_restarts(tiny_model, tmp_path):
-    cfg = _cfg(tiny_model)
+    cfg = dp_config(tiny_model)
     ws = tmp_path / "ws"
     svc = ServiceClient(ws, passphrase="p")
     a = svc.create_training_client(cfg)
     a.attach_dataset(RECORDS)
     for d in a.poisson_batches(steps=3):
-        _step(a, d)
+        step(a, d)
     eps_a = a.get_dp_metrics().epsilon_spent
     a.close()
     svc2 = ServiceClient(ws, passphrase="p")  # a new "kernel"
@@ -166,7 +152,7 @@ def test_budget_is_the_data_sets_across_clients_and_restarts(tiny_model, tmp_pat
     m = b.get_dp_metrics()
     assert m.steps == 0 and m.dataset_steps == 3 and m.epsilon_spent == pytest.approx(eps_a)
     assert m.client_epsilon == 0.0
-    _step(b, next(b.poisson_batches(steps=1)))
+    step(b, next(b.poisson_batches(steps=1)))
     m = b.get_dp_metrics()
     assert m.dataset_steps == 4 and m.epsilon_spent == pytest.approx(_eps(4, cfg))
     assert m.client_epsilon == pytest.approx(_eps(1, cfg))
@@ -179,7 +165,7 @@ def test_budget_is_the_data_sets_across_clients_and_restarts(tiny_model, tmp_pat
 
 
 def test_attaching_a_spent_data_set_is_refused(tiny_model, tmp_path):
-    cfg = _cfg(tiny_model, dp_config=DPConfig(noise_multiplier=1.0, target_epsilon=2.0, target_delta=1e-3))
+    cfg = dp_config(tiny_model, dp_config=DPConfig(noise_multiplier=1.0, target_epsilon=2.0, target_delta=1e-3))
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
     a = svc.create_training_client(cfg)
     a.attach_dataset(RECORDS)
@@ -236,9 +222,9 @@ def test_secure_gaussian_is_gaussian_and_sampler_uses_full_precision():
 
 def test_fixed_noise_seed_marks_the_run_invalid(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    tc = svc.create_training_client(_cfg(tiny_model), noise_seed=7)
+    tc = svc.create_training_client(dp_config(tiny_model), noise_seed=7)
     tc.attach_dataset(RECORDS)
-    _step(tc, next(tc.poisson_batches(steps=1)))
+    step(tc, next(tc.poisson_batches(steps=1)))
     m = tc.get_dp_metrics()
     assert not m.accounting_valid and any("seed" in n for n in m.notes)
     tc.close()
@@ -246,7 +232,7 @@ def test_fixed_noise_seed_marks_the_run_invalid(tiny_model, tmp_path):
 
 # -- 6. configuration captured once -----------------------------------------------------------------
 def test_mutating_the_config_after_creation_changes_nothing(tiny_model, tmp_path):
-    cfg = _cfg(tiny_model)
+    cfg = dp_config(tiny_model)
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
     tc = svc.create_training_client(cfg)
     tc.attach_dataset(RECORDS)
@@ -293,7 +279,7 @@ def test_caller_supplied_accounting_is_exact_gdp():
 # -- 8. engine and futures edges ----------------------------------------------------------------------
 def test_half_failed_backward_leaves_nothing_for_the_next_step(tiny_model, tmp_path, monkeypatch):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    tc = svc.create_training_client(_cfg(tiny_model, dp_config=None))
+    tc = svc.create_training_client(dp_config(tiny_model, dp_config=None))
     s = tc.session
     real = s.acc.absorb
     calls = {"n": 0}
@@ -315,7 +301,7 @@ def test_half_failed_backward_leaves_nothing_for_the_next_step(tiny_model, tmp_p
 
 
 def test_caught_budget_error_is_raised_once_and_keeps_its_type(tiny_model, tmp_path):
-    cfg = _cfg(tiny_model, dp_config=DPConfig(noise_multiplier=1.0, target_epsilon=2.0, target_delta=1e-3))
+    cfg = dp_config(tiny_model, dp_config=DPConfig(noise_multiplier=1.0, target_epsilon=2.0, target_delta=1e-3))
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
     tc = svc.create_training_client(cfg)
     tc.attach_dataset(RECORDS)
@@ -366,7 +352,7 @@ def test_skipped_operations_keep_the_failures_type():
 
 def test_adapter_state_dict_is_a_cpu_copy_under_peft_names(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    tc = svc.create_training_client(_cfg(tiny_model, dp_config=None))
+    tc = svc.create_training_client(dp_config(tiny_model, dp_config=None))
     sd = tc.adapter_state_dict()
     assert sd and all(k.startswith("base_model.model.") and "lora_" in k for k in sd)
     assert all(v.device.type == "cpu" for v in sd.values())
@@ -378,7 +364,7 @@ def test_adapter_state_dict_is_a_cpu_copy_under_peft_names(tiny_model, tmp_path)
 
 def test_caller_supplied_dp_without_data_set_needs_sigma(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    tc = svc.create_training_client(_cfg(tiny_model, dp_config=DPConfig(target_epsilon=5.0, target_delta=1e-5)))
+    tc = svc.create_training_client(dp_config(tiny_model, dp_config=DPConfig(target_epsilon=5.0, target_delta=1e-5)))
     with pytest.raises(ConfigError, match="noise_multiplier"):
         tc.forward_backward(RECORDS[:2]).result()
     tc.close()
@@ -416,18 +402,18 @@ def test_live_epsilon_moves_every_step_and_is_exact_within_the_budget(tmp_path):
 
 def test_a_non_dp_client_on_the_same_data_makes_its_epsilon_unbounded(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    dp_client = svc.create_training_client(_cfg(tiny_model))
+    dp_client = svc.create_training_client(dp_config(tiny_model))
     dp_client.attach_dataset(RECORDS)
-    _step(dp_client, next(dp_client.poisson_batches(steps=1)))
-    plain = svc.create_training_client(_cfg(tiny_model, dp_config=None))
+    step(dp_client, next(dp_client.poisson_batches(steps=1)))
+    plain = svc.create_training_client(dp_config(tiny_model, dp_config=None))
     plain.attach_dataset(RECORDS)
-    _step(plain, next(plain.poisson_batches(steps=1)))
+    step(plain, next(plain.poisson_batches(steps=1)))
     m = dp_client.get_dp_metrics()
     assert m.epsilon_spent == float("inf") and not m.accounting_valid
     assert any("WITHOUT differential privacy" in n for n in m.notes)
     with pytest.raises(BudgetExceededError):  # no DP step fits any more
         dp_client.forward_backward(next(dp_client.poisson_batches(steps=1))).result()
-    late = svc.create_training_client(_cfg(tiny_model))
+    late = svc.create_training_client(dp_config(tiny_model))
     with pytest.raises(BudgetExceededError, match="WITHOUT differential privacy"):
         late.attach_dataset(RECORDS)
     from tinker_nb import PackageError
@@ -444,14 +430,14 @@ def test_a_superset_run_also_charges_the_subsets_own_budget(tiny_model, tmp_path
     """An audit on real data attaches data + canaries: every step must also be charged to the data's own pool."""
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
     subset = RECORDS[:30]
-    tc = svc.create_training_client(_cfg(tiny_model))
+    tc = svc.create_training_client(dp_config(tiny_model))
     tc.attach_dataset(RECORDS, charge_also=subset)
     for d in tc.poisson_batches(steps=2):
-        _step(tc, d)
-    other = svc.create_training_client(_cfg(tiny_model, batch_size=3))
+        step(tc, d)
+    other = svc.create_training_client(dp_config(tiny_model, batch_size=3))
     other.attach_dataset(subset)
     assert other.get_dp_metrics().dataset_steps == 2  # the subset's own pool holds both steps
     with pytest.raises(DataError, match="charge_also"):
-        svc.create_training_client(_cfg(tiny_model)).attach_dataset(RECORDS[:10], charge_also=["not in it"])
+        svc.create_training_client(dp_config(tiny_model)).attach_dataset(RECORDS[:10], charge_also=["not in it"])
     tc.close()
     other.close()

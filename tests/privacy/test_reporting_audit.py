@@ -11,27 +11,12 @@ import pytest
 from tinker_nb import (
     BudgetExceededError,
     DPConfig,
-    LoRAConfig,
     ServiceClient,
     StateError,
-    TrainingConfig,
     accounting,
 )
 
-RECORDS = [f"record {i}: the patient in bed {i % 9} reports symptom {i % 5}" for i in range(40)]
-
-
-def _cfg(model, **kw):
-    base = dict(model_ref=model, lora_config=LoRAConfig(rank=2, alpha=4, target_modules=("q_proj", "v_proj")),
-                dp_config=DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, target_epsilon=30.0, target_delta=1e-3),
-                batch_size=4, learning_rate=1e-2)
-    base.update(kw)
-    return TrainingConfig(**base)
-
-
-def _step(tc, batch):
-    tc.forward_backward(batch)
-    return tc.optim_step().result()
+from .helpers import RECORDS, dp_config, legacy_pool, step
 
 
 def _recipient():
@@ -50,15 +35,15 @@ def _certificate(path):
 def test_a_fresh_client_that_loads_caller_supplied_weights_reports_their_budget(tiny_model, tmp_path):
     """Weights trained on caller-supplied batches, loaded into a fresh client: ε was reported 0 and valid."""
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    a = svc.create_training_client(_cfg(tiny_model))
+    a = svc.create_training_client(dp_config(tiny_model))
     for _ in range(3):
-        _step(a, RECORDS[:4])
+        step(a, RECORDS[:4])
     spent = a.get_dp_metrics().epsilon_spent
     assert spent > 0
     saved = a.save_state("caller-trained")
     a.close()
 
-    b = svc.create_training_client(_cfg(tiny_model))
+    b = svc.create_training_client(dp_config(tiny_model))
     b.load_state(saved.artifact_id)
     m = b.get_dp_metrics()
     assert m.epsilon_spent == pytest.approx(spent)  # the weights carry those steps
@@ -77,18 +62,18 @@ def test_a_fresh_client_that_loads_caller_supplied_weights_reports_their_budget(
 def test_attach_after_loading_or_passing_caller_batches_is_refused(tiny_model, tmp_path):
     """A client whose weights hold caller-supplied steps cannot re-label itself a Poisson run of a data set."""
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    a = svc.create_training_client(_cfg(tiny_model))
-    _step(a, RECORDS[:4])
+    a = svc.create_training_client(dp_config(tiny_model))
+    step(a, RECORDS[:4])
     saved = a.save_state("caller-trained")
     a.close()
 
-    b = svc.create_training_client(_cfg(tiny_model))
+    b = svc.create_training_client(dp_config(tiny_model))
     b.load_state(saved.artifact_id)
     with pytest.raises(StateError):
         b.attach_dataset(RECORDS)
     b.close()
 
-    c = svc.create_training_client(_cfg(tiny_model))
+    c = svc.create_training_client(dp_config(tiny_model))
     c.forward_backward(RECORDS[:4]).result()  # accumulated and charged to the caller-supplied pool, not released
     with pytest.raises(StateError):
         c.attach_dataset(RECORDS)
@@ -99,7 +84,7 @@ def test_attach_after_loading_or_passing_caller_batches_is_refused(tiny_model, t
 def test_a_non_dp_superset_run_makes_the_subsets_epsilon_unbounded(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
     subset = RECORDS[:30]
-    plain = svc.create_training_client(_cfg(tiny_model, dp_config=None))
+    plain = svc.create_training_client(dp_config(tiny_model, dp_config=None))
     plain.attach_dataset(RECORDS, charge_also=subset)
     draws = plain.poisson_batches(steps=3)
     for d in draws:
@@ -107,7 +92,7 @@ def test_a_non_dp_superset_run_makes_the_subsets_epsilon_unbounded(tiny_model, t
             plain.optim_step().result()
             break
     plain.close()
-    late = svc.create_training_client(_cfg(tiny_model))
+    late = svc.create_training_client(dp_config(tiny_model))
     with pytest.raises(BudgetExceededError, match="WITHOUT differential privacy"):
         late.attach_dataset(subset)
     late.close()
@@ -118,9 +103,9 @@ def test_a_non_dp_privacy_audit_on_real_data_makes_the_datas_epsilon_unbounded(t
 
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
     data = RECORDS[:24]
-    audit_privacy(_cfg(tiny_model, dp_config=None), data, n_canaries=8, on_real_data=True, service=svc,
+    audit_privacy(dp_config(tiny_model, dp_config=None), data, n_canaries=8, on_real_data=True, service=svc,
                   steps=2, seed=3)
-    late = svc.create_training_client(_cfg(tiny_model))
+    late = svc.create_training_client(dp_config(tiny_model))
     with pytest.raises(BudgetExceededError, match="WITHOUT differential privacy"):
         late.attach_dataset(data)
     late.close()
@@ -129,11 +114,11 @@ def test_a_non_dp_privacy_audit_on_real_data_makes_the_datas_epsilon_unbounded(t
 def test_caller_batches_of_a_superset_run_are_charged_to_the_subset_too(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
     subset = RECORDS[:30]
-    tc = svc.create_training_client(_cfg(tiny_model))
+    tc = svc.create_training_client(dp_config(tiny_model))
     tc.attach_dataset(RECORDS, charge_also=subset)
-    _step(tc, subset[:4])  # the caller's own batch, drawn from the subset
+    step(tc, subset[:4])  # the caller's own batch, drawn from the subset
     tc.close()
-    other = svc.create_training_client(_cfg(tiny_model))
+    other = svc.create_training_client(dp_config(tiny_model))
     other.attach_dataset(subset)
     m = other.get_dp_metrics()
     assert m.caller_supplied_mu2 == pytest.approx(1.0) and m.epsilon_spent > 0
@@ -144,13 +129,13 @@ def test_caller_batches_of_a_superset_run_are_charged_to_the_subset_too(tiny_mod
 # -- C. participation counting: a record is its tokens, whatever its label mask -----------------------
 def test_the_same_tokens_under_another_label_mask_are_the_same_record(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    tc = svc.create_training_client(_cfg(tiny_model))
+    tc = svc.create_training_client(dp_config(tiny_model))
     ids = tc.session.encode_text(RECORDS[0])
     masked = [-100] + ids[1:]
-    _step(tc, [{"input_ids": ids, "labels": ids}])
-    _step(tc, [{"input_ids": ids, "labels": masked}])
+    step(tc, [{"input_ids": ids, "labels": ids}])
+    step(tc, [{"input_ids": ids, "labels": masked}])
     assert tc.get_dp_metrics().caller_supplied_mu2 == pytest.approx(2.0)  # k=2 participations at σ=1
-    _step(tc, [{"input_ids": ids, "labels": ids}, {"input_ids": ids, "labels": masked}])
+    step(tc, [{"input_ids": ids, "labels": ids}, {"input_ids": ids, "labels": masked}])
     assert tc.get_dp_metrics().caller_supplied_mu2 == pytest.approx(2.0 + 4.0)  # m=2 in one step: m²/σ²
     tc.close()
 
@@ -158,15 +143,15 @@ def test_the_same_tokens_under_another_label_mask_are_the_same_record(tiny_model
 # -- D. a fixed noise seed on a data set invalidates every run on it ----------------------------------
 def test_a_seeded_client_on_the_data_set_invalidates_every_clients_accounting(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    seeded = svc.create_training_client(_cfg(tiny_model), noise_seed=7)
+    seeded = svc.create_training_client(dp_config(tiny_model), noise_seed=7)
     seeded.attach_dataset(RECORDS)
-    _step(seeded, next(seeded.poisson_batches(steps=1)))
+    step(seeded, next(seeded.poisson_batches(steps=1)))
     saved = seeded.save_state("seeded")
     seeded.close()
 
-    tc = svc.create_training_client(_cfg(tiny_model))
+    tc = svc.create_training_client(dp_config(tiny_model))
     tc.attach_dataset(RECORDS)
-    _step(tc, next(tc.poisson_batches(steps=1)))
+    step(tc, next(tc.poisson_batches(steps=1)))
     m = tc.get_dp_metrics()
     assert not m.accounting_valid and any("seed" in n for n in m.notes)
     tc.package(tmp_path / "t.tgsp", recipients=[_recipient()])
@@ -185,13 +170,13 @@ def test_a_seeded_client_on_the_data_set_invalidates_every_clients_accounting(ti
 # -- E. an unbounded data set admits no DP step, with or without a target ------------------------------
 def test_a_dp_client_without_a_target_cannot_attach_a_data_set_trained_without_dp(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    plain = svc.create_training_client(_cfg(tiny_model, dp_config=None))
+    plain = svc.create_training_client(dp_config(tiny_model, dp_config=None))
     plain.attach_dataset(RECORDS)
     d = next(plain.poisson_batches(steps=1))
     plain.forward_backward(d).result()
     plain.close()
     no_target = svc.create_training_client(
-        _cfg(tiny_model, dp_config=DPConfig(noise_multiplier=1.0, target_delta=1e-3)))
+        dp_config(tiny_model, dp_config=DPConfig(noise_multiplier=1.0, target_delta=1e-3)))
     with pytest.raises(BudgetExceededError, match="WITHOUT differential privacy"):
         no_target.attach_dataset(RECORDS)
     no_target.close()
@@ -199,13 +184,13 @@ def test_a_dp_client_without_a_target_cannot_attach_a_data_set_trained_without_d
 
 def test_reported_epsilon_after_a_refused_caller_step_is_unchanged(tiny_model, tmp_path):
     """A caller-supplied step the budget refuses charges nothing (the μ² of its records is not committed)."""
-    cfg = _cfg(tiny_model, dp_config=DPConfig(noise_multiplier=1.0, target_epsilon=7.0, target_delta=1e-3))
+    cfg = dp_config(tiny_model, dp_config=DPConfig(noise_multiplier=1.0, target_epsilon=7.0, target_delta=1e-3))
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
     tc = svc.create_training_client(cfg)
     spent = []
     with pytest.raises(BudgetExceededError):
         for _ in range(50):
-            _step(tc, RECORDS[:4])
+            step(tc, RECORDS[:4])
             spent.append(tc.get_dp_metrics().epsilon_spent)
     m = tc.get_dp_metrics()
     assert len(spent) == 3 and m.epsilon_spent == pytest.approx(spent[-1]) and m.epsilon_spent <= 7.0
@@ -218,11 +203,11 @@ def test_reported_epsilon_after_a_refused_caller_step_is_unchanged(tiny_model, t
 def test_the_same_records_in_another_order_share_one_budget(tiny_model, tmp_path):
     """Shuffling the data before attaching it gave a fresh pool: a new, full budget for the same people."""
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    cfg = _cfg(tiny_model)
+    cfg = dp_config(tiny_model)
     a = svc.create_training_client(cfg)
     a.attach_dataset(RECORDS)
     for d in a.poisson_batches(steps=2):
-        _step(a, d)
+        step(a, d)
     a.close()
     b = svc.create_training_client(cfg)
     b.attach_dataset(list(reversed(RECORDS)))
@@ -235,14 +220,11 @@ def test_the_same_records_in_another_order_share_one_budget(tiny_model, tmp_path
 
 def test_a_pool_charged_under_the_order_sensitive_name_still_counts(tiny_model, tmp_path):
     """Workspaces from before the order-free pool name keep their charges (they are carried over on attach)."""
-    from tinker_nb.engine.data_source import dataset_digest
-
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    cfg = _cfg(tiny_model)
+    cfg = dp_config(tiny_model)
     probe = svc.create_training_client(cfg)
-    examples = [probe.session._encode_record(i, r) for i, r in enumerate(RECORDS)]
+    legacy = legacy_pool(probe, RECORDS)
     probe.close()
-    legacy = f"dataset:{dataset_digest(examples)}"
     q = cfg.batch_size / len(RECORDS)
     for _ in range(3):
         svc.odometer.charge("default", legacy, "old-client", poisson=(1.0, q))
@@ -258,13 +240,13 @@ def test_a_pool_charged_under_the_order_sensitive_name_still_counts(tiny_model, 
 
 def test_charge_also_naming_the_attached_records_charges_their_pool_once(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    tc = svc.create_training_client(_cfg(tiny_model))
+    tc = svc.create_training_client(dp_config(tiny_model))
     info = tc.attach_dataset(RECORDS, charge_also=[list(reversed(RECORDS)), RECORDS[:10], RECORDS[:10]])
     assert info["also_charged"] == 1  # the same records (any order) are the main pool; a repeated subset once
-    _step(tc, next(tc.poisson_batches(steps=1)))
+    step(tc, next(tc.poisson_batches(steps=1)))
     assert tc.get_dp_metrics().dataset_steps == 1
     tc.close()
-    sub = svc.create_training_client(_cfg(tiny_model))
+    sub = svc.create_training_client(dp_config(tiny_model))
     sub.attach_dataset(RECORDS[:10])
     assert sub.get_dp_metrics().dataset_steps == 1
     sub.close()
@@ -272,14 +254,14 @@ def test_charge_also_naming_the_attached_records_charges_their_pool_once(tiny_mo
 
 def test_attach_info_never_says_a_spent_data_set_spent_nothing(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    dp = svc.create_training_client(_cfg(tiny_model))
+    dp = svc.create_training_client(dp_config(tiny_model))
     dp.attach_dataset(RECORDS)
-    _step(dp, next(dp.poisson_batches(steps=1)))
+    step(dp, next(dp.poisson_batches(steps=1)))
     dp.close()
-    again = svc.create_training_client(_cfg(tiny_model))
+    again = svc.create_training_client(dp_config(tiny_model))
     assert again.attach_dataset(RECORDS)["dataset_epsilon"] > 0
     again.close()
-    plain = svc.create_training_client(_cfg(tiny_model, dp_config=None))
+    plain = svc.create_training_client(dp_config(tiny_model, dp_config=None))
     assert plain.attach_dataset(RECORDS)["dataset_epsilon"] is None  # no δ to state it at; it was 0.0
     plain.close()
 
@@ -289,7 +271,7 @@ def test_the_sessions_config_cannot_be_swapped_after_creation(tiny_model, tmp_pa
     import dataclasses
 
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    cfg = _cfg(tiny_model)
+    cfg = dp_config(tiny_model)
     tc = svc.create_training_client(cfg)
     loose = dataclasses.replace(cfg, dp_config=dataclasses.replace(cfg.dp_config, target_delta=0.02))
     with pytest.raises(AttributeError):
@@ -298,6 +280,6 @@ def test_the_sessions_config_cannot_be_swapped_after_creation(tiny_model, tmp_pa
         tc.session.dp = loose.dp_config
     tc.config = loose  # the client's own copy is only a view: nothing reported follows it
     tc.attach_dataset(RECORDS)
-    _step(tc, next(tc.poisson_batches(steps=1)))
+    step(tc, next(tc.poisson_batches(steps=1)))
     assert tc.get_dp_metrics().delta == 1e-3
     tc.close()

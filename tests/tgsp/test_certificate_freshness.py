@@ -10,18 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from tinker_nb import DPConfig, LoRAConfig, PackageError, ServiceClient, TrainingConfig, accounting
+from tinker_nb import PackageError, ServiceClient, accounting
 from tinker_nb.tgsp import inspect_package, package_checkpoint
 
+from ..privacy.helpers import dp_config
 from .helpers import RECORDS
-
-
-def _cfg(model, **kw):
-    base = dict(model_ref=model, lora_config=LoRAConfig(rank=2, alpha=4, target_modules=("q_proj", "v_proj")),
-                dp_config=DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, target_epsilon=30.0, target_delta=1e-3),
-                batch_size=4, learning_rate=1e-2)
-    base.update(kw)
-    return TrainingConfig(**base)
 
 
 def _train(svc, cfg, steps, **kw):
@@ -45,7 +38,7 @@ def _recipient():
 
 def test_a_later_package_of_a_checkpoint_counts_the_data_sets_later_steps(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    cfg = _cfg(tiny_model)
+    cfg = dp_config(tiny_model)
     first = _train(svc, cfg, 1)
     saved = first.save_state("one-step")
     first.close()
@@ -59,10 +52,10 @@ def test_a_later_package_of_a_checkpoint_counts_the_data_sets_later_steps(tiny_m
 
 def test_a_checkpoint_of_a_data_set_later_trained_without_dp_gets_no_dp_certificate(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    first = _train(svc, _cfg(tiny_model), 1)
+    first = _train(svc, dp_config(tiny_model), 1)
     saved = first.save_state("one-step")
     first.close()
-    _train(svc, _cfg(tiny_model, dp_config=None), 1).close()
+    _train(svc, dp_config(tiny_model, dp_config=None), 1).close()
     with pytest.raises(PackageError, match="WITHOUT differential privacy"):
         package_checkpoint(svc, saved.artifact_id, tmp_path / "p.tgsp", recipients=[_recipient()])
     assert not (tmp_path / "p.tgsp").exists()
@@ -70,10 +63,10 @@ def test_a_checkpoint_of_a_data_set_later_trained_without_dp_gets_no_dp_certific
 
 def test_a_checkpoint_of_a_data_set_later_trained_with_a_fixed_seed_is_not_valid(tiny_model, tmp_path):
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    first = _train(svc, _cfg(tiny_model), 1)
+    first = _train(svc, dp_config(tiny_model), 1)
     saved = first.save_state("one-step")
     first.close()
-    _train(svc, _cfg(tiny_model), 1, noise_seed=5).close()
+    _train(svc, dp_config(tiny_model), 1, noise_seed=5).close()
     package_checkpoint(svc, saved.artifact_id, tmp_path / "p.tgsp", recipients=[_recipient()])
     cert = inspect_package(tmp_path / "p.tgsp")["dp_certificate.json"]
     assert cert["accounting_valid"] is False and cert["noise_seed"].startswith("fixed")
@@ -86,7 +79,7 @@ def test_a_checkpoint_from_before_the_order_free_pools_counts_the_data_sets_late
     from tinker_nb.engine.data_source import dataset_digest
 
     svc = ServiceClient(tmp_path / "ws", passphrase="p")
-    cfg = _cfg(tiny_model)
+    cfg = dp_config(tiny_model)
     first = _train(svc, cfg, 1)
     examples = [first.session._encode_record(i, r) for i, r in enumerate(RECORDS)]
     blobs = first.run_record()
