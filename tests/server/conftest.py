@@ -76,31 +76,40 @@ def create_key(env: dict, workspace: Path, tenant: str) -> dict:
 
 
 class LiveServer:
-    """`tinker-nb serve` on 127.0.0.1 and a free port; stop() always kills it."""
+    """`tinker-nb serve` on 127.0.0.1 and a free port; stop() always kills it.
+
+    Its log goes to a file beside the workspace (a pipe nobody reads would fill and stall the server).
+    """
 
     def __init__(self, workspace: Path, env: dict, *extra: str) -> None:
         self.workspace, self.env, self.extra = workspace, env, extra
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_url = self.url
+        self.log_path = workspace.parent / "server.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 90.0) -> LiveServer:
+    def start(self, timeout: float = 120.0) -> LiveServer:
         import httpx
 
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "tinker_nb.cli", "serve", "--workspace",
                                       str(self.workspace), "--host", "127.0.0.1", "--port", str(self.port),
                                       *self.extra],
-                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=self._log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"server exited: {self.log()[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.base_url + "/healthz", timeout=1.0).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
                     return self
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("server did not start in time")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def kill9(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -114,8 +123,8 @@ class LiveServer:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill9()
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
+        if self.proc is not None:
+            self._log.close()
 
 
 @pytest.fixture(scope="module")

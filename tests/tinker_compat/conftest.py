@@ -11,9 +11,6 @@ import contextlib
 import json
 import os
 import secrets
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,7 @@ import pytest
 pytest.importorskip("fastapi")
 tinker = pytest.importorskip("tinker")
 
-from tests.server.conftest import create_key, free_port, server_env  # noqa: E402
+from tests.server.conftest import LiveServer, create_key, server_env  # noqa: E402
 
 os.environ.setdefault("TINKER_TELEMETRY", "0")  # the SDK sends telemetry to base_url only; none at all here
 
@@ -35,49 +32,12 @@ POLICY = {
 }
 
 
-class Server:
-    """`tinker-nb serve` as a subprocess; its log goes to a file (a full pipe would stall the server)."""
+class Server(LiveServer):
+    """`tinker-nb serve` with room for 16 clients; ``base_url`` is where the SDK finds the Tinker routes."""
 
     def __init__(self, workspace: Path, env: dict, *extra: str) -> None:
-        self.workspace, self.env, self.extra = workspace, env, extra
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(workspace, env, "--max-clients", "16", *extra)
         self.base_url = self.url + "/tinker"
-        self.log_path = workspace.parent / "server.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 120.0) -> Server:
-        import httpx
-
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tinker_nb.cli", "serve", "--workspace",
-                                      str(self.workspace), "--host", "127.0.0.1", "--port", str(self.port),
-                                      "--max-clients", "16", *self.extra],
-                                     env=self.env, stdout=subprocess.DEVNULL, stderr=self._log)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log()[-2000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
-                    return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("server did not start in time")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(20)
-        if self.proc is not None:
-            self._log.close()
 
 
 @pytest.fixture(scope="package")
