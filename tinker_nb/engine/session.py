@@ -16,6 +16,7 @@ through an ``audit`` callback; it knows nothing about widgets, storage, the ledg
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
@@ -350,12 +351,7 @@ class TrainingSession:
         t0 = time.perf_counter()
         b = to_batch(batch, tokenizer=self.tokenizer, vocab_size=self.vocab_size, max_len=self.max_len,
                      encode=lambda s: self.encode_text(s))
-        hooks = self.acc.hooks
-        was_training = self.model.training
-        if hooks is not None:
-            hooks.disable_hooks()
-        self.model.eval()
-        try:
+        with self.inference():
             losses: list[float] = []
             logprobs: list[list[float]] = []
             tokens: list[list[int]] = []
@@ -372,11 +368,6 @@ class TrainingSession:
                     logprobs.append([float(x) for x in row.cpu()])
                     tokens.append([int(x) for x in labels[i][m].cpu()])
                     losses.append(float(-row.sum()))
-        finally:
-            if was_training:
-                self.model.train()
-            if hooks is not None:
-                hooks.enable_hooks()
         return ForwardResult(losses=losses, logprobs=logprobs, tokens=tokens, seconds=time.perf_counter() - t0)
 
     def optim_step(self, *, learning_rate: float | None = None) -> OptimStepResult:
@@ -520,24 +511,30 @@ class TrainingSession:
         return {**self.accountant.state_dict(), "composition": comp.to_dict()}
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, prompts, *, max_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
-               top_k: int | None = None, stop=None, seed: int | None = None, num_samples: int = 1) -> SampleResult:
-        self.check_open()
-        was_training = self.model.training
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """Eval mode with the per-example hooks off (forward passes and generation), restored afterwards."""
         hooks = self.acc.hooks
+        was_training = self.model.training
         if hooks is not None:
             hooks.disable_hooks()
         self.model.eval()
         try:
-            res = generate(self.model, self.tokenizer, prompts, max_tokens=max_tokens, temperature=temperature,
-                           top_p=top_p, top_k=top_k, stop=stop, seed=seed, num_samples=num_samples,
-                           device=self.device, max_positions=self.max_len, generator=self.sample_generator,
-                           limit_name=self._limit_name, encode=lambda s: self.encode_text(s, for_training=False))
+            yield
         finally:
             if was_training:
                 self.model.train()
             if hooks is not None:
                 hooks.enable_hooks()
+
+    def sample(self, prompts, *, max_tokens: int = 32, temperature: float = 0.0, top_p: float = 1.0,
+               top_k: int | None = None, stop=None, seed: int | None = None, num_samples: int = 1) -> SampleResult:
+        self.check_open()
+        with self.inference():
+            res = generate(self.model, self.tokenizer, prompts, max_tokens=max_tokens, temperature=temperature,
+                           top_p=top_p, top_k=top_k, stop=stop, seed=seed, num_samples=num_samples,
+                           device=self.device, max_positions=self.max_len, generator=self.sample_generator,
+                           limit_name=self._limit_name, encode=lambda s: self.encode_text(s, for_training=False))
         self._audit("sample", {"prompts": len(res.samples)},
                     {"samples": len(res.samples), "max_tokens": max_tokens, "temperature": float(temperature)})
         return res

@@ -471,23 +471,13 @@ def build_tinker_router(state: Any, compat: TinkerCompat) -> APIRouter:
         stop_strs = [stop] if isinstance(stop, str) else [s for s in (stop or []) if isinstance(s, str)]
         stop_ids = {int(s) for s in (stop or []) if isinstance(s, int) and not isinstance(stop, str)}
         max_tokens = int(sparams.max_tokens or 16)
-        hooks = sess.acc.hooks
-        was_training = sess.model.training
-        if hooks is not None:
-            hooks.disable_hooks()
-        sess.model.eval()
-        try:
+        with sess.inference():
             res = generate(sess.model, sess.tokenizer, ["<tokens>"], max_tokens=max_tokens,
                            temperature=float(sparams.temperature), top_p=float(sparams.top_p),
                            top_k=(int(sparams.top_k) if sparams.top_k and sparams.top_k > 0 else None),
                            stop=stop_strs, seed=sparams.seed, num_samples=int(req.num_samples), device=sess.device,
                            max_positions=sess.max_len, generator=sess.sample_generator,
                            limit_name="the model's maximum positions", encode=lambda _s: ids)
-        finally:
-            if was_training:
-                sess.model.train()
-            if hooks is not None:
-                hooks.enable_hooks()
         eos = sess.tokenizer.eos_token_id
         seqs: list[tuple[list[int], list[float] | None, str]] = []
         for s in res.samples:
