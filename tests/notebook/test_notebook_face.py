@@ -10,6 +10,8 @@ import pytest
 from tinker_nb import DPConfig, LoRAConfig, ServiceClient, TrainingConfig, accounting
 from tinker_nb.errors import ConfigError
 
+from .helpers import Displays
+
 RECORDS = ["the cat sat on the mat", "patient reports mild headache", "the dog ran to the park",
            "a small bird sang in the old tree", "the printer on floor two is broken"] * 8
 
@@ -234,24 +236,8 @@ def test_dashboard_opened_after_training_agrees_with_status(shell, tc):
     assert f"clipped {100 * d.clip_fraction:.0f}%" in d.snapshot_html()
 
 
-class _Displays:
-    def __init__(self, monkeypatch):
-        import IPython.display as ipd
-
-        from tinker_nb.notebook import dashboard
-
-        self.calls: list[tuple[str, dict, str]] = []
-        monkeypatch.setattr(ipd, "display", lambda b, display_id=None, raw=False: self.calls.append(("display", b, display_id)))
-        monkeypatch.setattr(ipd, "update_display", lambda b, display_id=None, raw=False: self.calls.append(("update", b, display_id)))
-        monkeypatch.setattr(dashboard, "widgets_enabled", lambda: True)
-
-    @staticmethod
-    def live(bundle: dict) -> bool:
-        return "application/vnd.jupyter.widget-view+json" in bundle
-
-
 def test_dashboard_becomes_static_html_when_the_run_ends_and_live_again_when_it_resumes(tc, monkeypatch):
-    disp = _Displays(monkeypatch)
+    disp = Displays(monkeypatch)
     d = tc.dashboard().show()
     kind, bundle, did = disp.calls[-1]
     assert kind == "display" and disp.live(bundle) and did.startswith("tinker-nb-dashboard-")
@@ -277,7 +263,7 @@ def test_kernel_shutdown_freezes_every_live_display(tc, monkeypatch):
     from tinker_nb.notebook import _display
     from tinker_nb.notebook.planner import BudgetPlanner
 
-    disp = _Displays(monkeypatch)
+    disp = Displays(monkeypatch)
     d = tc.dashboard().show()
     p = BudgetPlanner(dataset_size=2000, batch_size=64, epochs=1).show()
     p.wait()
@@ -361,7 +347,7 @@ def test_metrics_frame_time_is_datetime(tc):
 def test_planner_keeps_its_last_plan_as_static_html_once_a_later_cell_runs(monkeypatch):
     from tinker_nb.notebook.planner import BudgetPlanner
 
-    disp = _Displays(monkeypatch)
+    disp = Displays(monkeypatch)
     p = BudgetPlanner(dataset_size=2000, batch_size=64, epochs=1, mode="target", target_epsilon=3.0).show()
     p.after_cell(7)  # the planner's own cell: stays live
     assert not p.frozen

@@ -15,6 +15,8 @@ from IPython.core.error import UsageError
 
 from tinker_nb import DPConfig, LoRAConfig, ServiceClient, TrainingConfig
 
+from .helpers import Displays
+
 RECORDS = ["the cat sat on the mat", "patient reports mild headache", "the dog ran to the park",
            "a small bird sang in the old tree", "the printer on floor two is broken"] * 8
 LONG_FLOAT = re.compile(r"\d\.\d{7,}")
@@ -106,22 +108,6 @@ def test_magic_lines_may_end_in_a_comment_as_in_the_readme(shell, tc):
         shell.run_line_magic("tinker", "status 'open # quote")
 
 
-class _Displays:
-    def __init__(self, monkeypatch):
-        import IPython.display as ipd
-
-        from tinker_nb.notebook import dashboard
-
-        self.calls: list[tuple[str, dict, str]] = []
-        monkeypatch.setattr(ipd, "display", lambda b, display_id=None, raw=False: self.calls.append(("display", b, display_id)))
-        monkeypatch.setattr(ipd, "update_display", lambda b, display_id=None, raw=False: self.calls.append(("update", b, display_id)))
-        monkeypatch.setattr(dashboard, "widgets_enabled", lambda: True)
-
-    @staticmethod
-    def live(bundle: dict) -> bool:
-        return "application/vnd.jupyter.widget-view+json" in bundle
-
-
 def test_a_dashboard_opened_right_after_a_training_cell_shows_every_queued_step(tc):
     """The training cell returns with steps still queued (backpressure keeps a few in flight): a dashboard
     opened in the next cell shows all of them, as %tinker status does, not the first with the last one's ε."""
@@ -137,7 +123,7 @@ def test_a_dashboard_opened_right_after_a_training_cell_shows_every_queued_step(
 def test_a_dashboard_that_is_not_training_becomes_static_once_a_later_cell_runs(tc, monkeypatch):
     """Opened after training (or never trained on), it must not stay a live widget: after a restart from the
     page JupyterLab would show 'model not found'. Training brings the live view back."""
-    disp = _Displays(monkeypatch)
+    disp = Displays(monkeypatch)
     _train(tc, 2)
     d = tc.dashboard().show()
     d.after_cell(5)  # its own cell: stays live
@@ -158,7 +144,7 @@ def test_a_dashboard_that_is_not_training_becomes_static_once_a_later_cell_runs(
 def test_a_planner_or_dashboard_shown_by_a_cell_stays_live_until_the_next_cell(shell, tc, monkeypatch):
     """Through real cells (IPython's own post_run_cell and execution counter, which IPython 9 advances
     before the cell body runs): the display stays interactive in the cell that showed it."""
-    disp = _Displays(monkeypatch)
+    disp = Displays(monkeypatch)
     shell.run_cell("from tinker_nb.notebook.planner import BudgetPlanner as _BP\n"
                    "_p = _BP(dataset_size=2000, batch_size=64, epochs=1)\n_p", store_history=True)
     p = shell.user_ns["_p"]
