@@ -228,11 +228,11 @@ class TinkerCompat:
         for mid in list(s.models):
             m = self.models.get(mid)
             if m is not None:
-                self._close_model(m)
+                self._close(m)
         for sid in list(s.samplers):
             sp = self.samplers.get(sid)
             if sp is not None:
-                self._close_sampler(sp)
+                self._close(sp)
         self.audit(tenant, "tinker_finish_session", {"session_id": session_id},
                    {"session_id": session_id, "reason": reason, "models": len(s.models)})
 
@@ -272,35 +272,22 @@ class TinkerCompat:
         with self.state.create_lock:  # transformers model loading is not thread-safe
             return svc.create_training_client(config)
 
-    def _close_model(self, m: CompatModel) -> None:
-        if m.closed:
+    @staticmethod
+    def _close(holder: CompatModel | Sampler) -> None:
+        """Close a model's or sampler's client on its own worker (after its queued work), then stop the worker."""
+        if holder.closed:
             return
-        m.closed = True
+        holder.closed = True
 
         def close() -> None:
-            if m.tc is not None:
+            if holder.tc is not None:
                 try:
-                    m.tc.close()
+                    holder.tc.close()
                 finally:
-                    m.tc = None
+                    holder.tc = None
 
-        m.worker.submit(FutureEntry("close", m.tenant, "close"), close)
-        m.worker.shutdown()
-
-    def _close_sampler(self, sp: Sampler) -> None:
-        if sp.closed:
-            return
-        sp.closed = True
-
-        def close() -> None:
-            if sp.tc is not None:
-                try:
-                    sp.tc.close()
-                finally:
-                    sp.tc = None
-
-        sp.worker.submit(FutureEntry("close", sp.tenant, "close"), close)
-        sp.worker.shutdown()
+        holder.worker.submit(FutureEntry("close", holder.tenant, "close"), close)
+        holder.worker.shutdown()
 
     def sampler_client(self, sp: Sampler) -> Any:
         """The sampler's in-process client (on its worker): loaded on first use, and again after an unload.
