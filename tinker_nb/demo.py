@@ -143,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     for p, b_, a in zip(PROMPTS, before.samples, after.samples):
         print(f"  prompt {p!r}\n    before: {b_.completion!r}\n    after:  {a.completion!r}")
     saved = tc.save_state("demo-final", metadata={"demo": True})
-    enc = saved["encryption"]
-    alg = enc["algorithm"] if isinstance(enc, dict) else enc.algorithm
-    print(f"saved encrypted checkpoint {saved['artifact_id']} ({alg})")
+    print(f"saved encrypted checkpoint {saved.artifact_id} ({saved.encryption.algorithm})")
     report = tc.audit_log().verify()
     print(f"audit ledger: {report.entries_checked} entries, ok={report.ok}")
     tc.close()
